@@ -1,0 +1,30 @@
+"""Shared test policy: under CI=true a missing prerequisite fails the test instead of skipping."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip locally when a prerequisite is missing; fail under CI, where it must be present."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"prerequisite missing under CI=true: {why}")
+    pytest.skip(why)
+
+
+def need_root() -> None:
+    need(os.geteuid() == 0, "needs root")
+
+
+def need_binary(name: str, package: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    need(path is not None, f"needs `{name}` (Debian package {package})")
+    assert path is not None
+    return path
