@@ -24,7 +24,12 @@ def need_root() -> None:
 
 
 def need_binary(name: str, package: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    sbin = f"/usr/sbin/{name}"
+    path = shutil.which(name) or (sbin if os.path.exists(sbin) else None)
     need(path is not None, f"needs `{name}` (Debian package {package})")
     assert path is not None
     return path
+
+
+# The lab fixtures (sshd_lab, sshd_lab50, sshd_lab_factory, lab_home) for every test module.
+from tests.lab.fixtures import *  # noqa: E402, F403

@@ -1,0 +1,242 @@
+"""Run one task on many hosts in parallel; every host ends in a typed state.
+
+Each host gets its own session (one connection for the whole task) in a pool of ``forks`` daemon
+worker threads. Results come back through a queue to the calling thread, which calls ``on_done``
+as each host finishes (live progress) and stops waiting at the overall deadline: unfinished hosts
+are then "timed out" and their connections are closed from here, so a hanging host can delay
+neither the others nor the return of this function (nor interpreter exit: workers are daemons).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeVar
+
+from provision.errors import ProvisionError
+from provision.hostkeys import HostKeyError, KnownHosts
+from provision.ssh import (
+    BecomeError,
+    CommandFailed,
+    CommandTimeout,
+    ConnectError,
+    LocalSession,
+    Session,
+    SSHSession,
+)
+from provision.target import ConnSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STDERR_TAIL_CHARS = 2000
+
+
+class HostState(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    HOSTKEY_REFUSED = "host key refused"
+    TIMED_OUT = "timed out"
+
+
+@dataclass
+class HostOutcome:
+    host: str
+    state: HostState
+    value: Any = None
+    reason: str = ""
+    exit_code: int | None = None
+    stderr_tail: str = ""
+    duration: float = 0.0
+    round_trips: int = 0
+
+
+@dataclass
+class RunOptions:
+    forks: int = 64
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+    deadline: float | None = None
+    known_hosts: tuple[str, ...] = ()
+    accept_new_host_keys: bool = False
+    become_password: str | None = field(default=None, repr=False)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _tail(text: str) -> str:
+    return text[-STDERR_TAIL_CHARS:].strip()
+
+
+def classify(host: str, exc: BaseException) -> HostOutcome:
+    """Map an exception from connecting or from the task to the host's state (pure)."""
+    if isinstance(exc, CommandFailed):
+        r = exc.result
+        return HostOutcome(
+            host,
+            HostState.FAILED,
+            value=r,
+            reason=_one_line(str(exc)),
+            exit_code=r.exit_code,
+            stderr_tail=_tail(r.stderr),
+        )
+    if isinstance(exc, HostKeyError):
+        return HostOutcome(host, HostState.HOSTKEY_REFUSED, reason=_one_line(str(exc), 500))
+    if isinstance(exc, CommandTimeout):
+        return HostOutcome(host, HostState.TIMED_OUT, reason=_one_line(str(exc)))
+    if isinstance(exc, ConnectError):
+        return HostOutcome(host, HostState.UNREACHABLE, reason=_one_line(str(exc)))
+    if isinstance(exc, BecomeError | ProvisionError):
+        return HostOutcome(host, HostState.FAILED, reason=_one_line(str(exc)))
+    return HostOutcome(
+        host, HostState.FAILED, reason=_one_line(f"internal error: {type(exc).__name__}: {exc}")
+    )
+
+
+class _Run:
+    """State shared by the workers of one ``run_hosts`` call."""
+
+    def __init__(self, task: Callable[[Session], Any], opts: RunOptions) -> None:
+        self.task = task
+        self.opts = opts
+        self.known_hosts: KnownHosts | None = None
+        self.results: queue.Queue[HostOutcome] = queue.Queue()
+        self.sessions: dict[str, Any] = {}
+        self.abandoned = threading.Event()
+        self.lock = threading.Lock()
+
+    def abandon(self) -> None:
+        """Start no more hosts and close open connections (from helper threads, as closing a
+        half-open connection can block): their workers then end promptly."""
+        self.abandoned.set()
+        with self.lock:
+            sessions = list(self.sessions.values())
+        for session in sessions:
+            threading.Thread(target=session.close, daemon=True).start()
+
+    def store(self) -> KnownHosts:
+        with self.lock:
+            if self.known_hosts is None:
+                self.known_hosts = KnownHosts(self.opts.known_hosts)
+            return self.known_hosts
+
+    def work(self, spec: ConnSpec) -> HostOutcome:
+        opts = self.opts
+        start = time.monotonic()
+        session: SSHSession | LocalSession
+        if spec.connection == "local":
+            session = LocalSession(
+                spec, command_timeout=opts.command_timeout, become_password=opts.become_password
+            )
+        else:
+            session = SSHSession(
+                spec,
+                known_hosts=self.store(),
+                accept_new_host_keys=opts.accept_new_host_keys,
+                connect_timeout=opts.connect_timeout,
+                command_timeout=opts.command_timeout,
+                become_password=opts.become_password,
+            )
+        with self.lock:
+            self.sessions[spec.name] = session
+        if self.abandoned.is_set():  # deadline passed meanwhile: never start a late host
+            return HostOutcome(spec.name, HostState.TIMED_OUT, reason="deadline reached")
+        try:
+            session.open()
+            value = self.task(session)
+            outcome = HostOutcome(spec.name, HostState.OK, value=value)
+        except Exception as exc:
+            outcome = classify(spec.name, exc)
+            log.debug("%s: %s: %s", spec.name, outcome.state.value, outcome.reason)
+        finally:
+            session.close()
+        outcome.duration = time.monotonic() - start
+        outcome.round_trips = session.round_trips
+        return outcome
+
+
+def run_hosts(
+    specs: Sequence[ConnSpec],
+    task: Callable[[Session], T],
+    opts: RunOptions,
+    on_done: Callable[[HostOutcome], None] | None = None,
+) -> dict[str, HostOutcome]:
+    """Run ``task`` once per host, in parallel; return every host's outcome in ``specs`` order.
+
+    ``on_done`` is called in the calling thread as each host finishes. With ``opts.deadline``
+    the call returns by then (plus a little) whatever the hosts do.
+    """
+    started = time.monotonic()
+    unique: dict[str, ConnSpec] = {}
+    for spec in specs:
+        unique.setdefault(spec.name, spec)  # a host listed twice runs once
+    specs = list(unique.values())
+    deadline = started + opts.deadline if opts.deadline is not None else None
+    run = _Run(task, opts)
+    pending: queue.Queue[ConnSpec | None] = queue.Queue()
+    for spec in specs:
+        pending.put(spec)
+
+    def worker() -> None:
+        while not run.abandoned.is_set():
+            try:
+                spec = pending.get_nowait()
+            except queue.Empty:
+                return
+            if spec is None:
+                return
+            run.results.put(run.work(spec))
+
+    workers = max(1, min(opts.forks, len(specs)))
+    for i in range(workers):
+        threading.Thread(target=worker, name=f"provision-host-{i}", daemon=True).start()
+
+    outcomes: dict[str, HostOutcome] = {}
+    try:
+        while len(outcomes) < len(specs):
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                break
+            try:
+                outcome = run.results.get(timeout=timeout)
+            except queue.Empty:
+                break
+            outcomes[outcome.host] = outcome
+            if on_done is not None:
+                on_done(outcome)
+    except BaseException:  # Ctrl-C or a failing on_done: stop every host, then re-raise
+        run.abandon()
+        raise
+
+    if len(outcomes) < len(specs):
+        run.abandoned.set()
+        elapsed = time.monotonic() - started
+        with run.lock:
+            sessions = dict(run.sessions)
+        for spec in specs:
+            if spec.name in outcomes:
+                continue
+            session = sessions.get(spec.name)
+            outcome = HostOutcome(
+                spec.name,
+                HostState.TIMED_OUT,
+                reason=f"overall deadline of {opts.deadline:g}s reached"
+                + ("" if session is not None else " before this host was started"),
+                duration=elapsed,
+                round_trips=getattr(session, "round_trips", 0),
+            )
+            outcomes[spec.name] = outcome
+            if on_done is not None:
+                on_done(outcome)
+        run.abandon()
+    return {spec.name: outcomes[spec.name] for spec in specs}

@@ -1,0 +1,717 @@
+"""Sessions: one open connection per host that runs commands and writes files.
+
+:class:`SSHSession` opens one fabric ``Connection`` (paramiko underneath) per host and reuses it
+for every command of a run; commands go straight onto paramiko channels (``exec_command``), which
+costs far less controller CPU than invoke's runner threads. :class:`LocalSession` offers the same
+API on this machine through ``subprocess`` (``ansible_connection=local``, no inventory).
+
+Decisions that matter (field notes section 6): ``TCP_NODELAY`` on our own socket (paramiko leaves
+it off and each command stalls ~40 ms); host keys checked against our own known_hosts parser with
+fabric's ``AutoAddPolicy`` replaced on every connection; a timeout on connect, banner, auth and
+every command; the become password only ever travels on stdin.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import getpass
+import logging
+import os
+import posixpath
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from provision.errors import ProvisionError
+from provision.hostkeys import (
+    ChangedHostKey,
+    HostKeyError,
+    KnownHosts,
+    RevokedHostKey,
+    VerifyingPolicy,
+    changed_message,
+    host_key_name,
+)
+from provision.shell import join, mask, quote, sudo_wrap
+from provision.target import ConnSpec, ssh_config_lookup
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 1 << 16
+
+
+@dataclass
+class CommandResult:
+    """What one command did; ``command`` is the user-facing text (never holds a secret)."""
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Session(Protocol):
+    """What a task gets: an open connection to one host."""
+
+    name: str
+    round_trips: int
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        become: bool | None = None,
+    ) -> CommandResult: ...
+
+    def put(self, data: bytes, path: str, mode: int = 0o644) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CommandFailed(Exception):
+    """Raised by a task to mark its host "failed"; carries the command's result."""
+
+    def __init__(self, result: CommandResult, message: str | None = None) -> None:
+        self.result = result
+        super().__init__(message or f"`{result.command}` exited with status {result.exit_code}")
+
+
+class ConnectError(ProvisionError):
+    """The host cannot be reached or logged into: state "unreachable"."""
+
+
+class TransportLost(ConnectError):
+    """The connection died while a command ran: state "unreachable", the command's fate unknown."""
+
+
+class CommandTimeout(ProvisionError):
+    """A command ran past its timeout: state "timed out"."""
+
+
+class BecomeError(ProvisionError):
+    """sudo refused: wrong or missing password, no sudo rights, no sudo. State "failed"."""
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+MAX_OUTPUT = 64 << 20  # per stream; beyond it output is drained and dropped, never a crash (G14)
+
+
+class _Capture:
+    """A stream's output, kept up to :data:`MAX_OUTPUT` bytes."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = MAX_OUTPUT - len(self.data)
+        self.data += chunk[:room]
+        self.dropped += max(0, len(chunk) - room)
+
+    def text(self) -> str:
+        text = _decode(bytes(self.data))
+        if self.dropped:
+            text += f"\n[provision: {self.dropped} more bytes of output dropped]\n"
+        return text
+
+
+def _become_error(stderr: str, user: str, host: str, had_password: bool) -> BecomeError | None:
+    """Recognise sudo's own refusals in stderr and turn them into one clear line."""
+    text = stderr.lower()
+    if "incorrect password" in text or "sorry, try again" in text:
+        return BecomeError(f"{host}: sudo rejected the become password for user {user}")
+    if "a password is required" in text or "a terminal is required" in text:
+        if had_password:
+            return BecomeError(f"{host}: sudo asked for a password again for user {user}")
+        return BecomeError(
+            f"{host}: sudo needs a password for user {user}; "
+            "pass --ask-become-pass or a become password file"
+        )
+    if "not in the sudoers file" in text or "is not allowed to execute" in text:
+        return BecomeError(f"{host}: user {user} may not use sudo here")
+    if "sudo: command not found" in text or "sudo: not found" in text:
+        return BecomeError(f"{host}: sudo is not installed")
+    return None
+
+
+class _BaseSession:
+    """Shared become handling, ``put`` and bookkeeping; subclasses provide ``_exec``."""
+
+    def __init__(
+        self,
+        spec: ConnSpec,
+        *,
+        command_timeout: float = 60.0,
+        become_password: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.round_trips = 0
+        self.command_timeout = command_timeout
+        self._password = become_password
+        self._sudo_mode: str | None = None  # "none" | "nopasswd" | "password", probed once
+
+    # -- subclass hook -----------------------------------------------------------------------
+    def _exec(self, shown: str, wire: str, data: bytes | None, timeout: float) -> CommandResult:
+        raise NotImplementedError
+
+    def _login_user(self) -> str:
+        return self.spec.user or getpass.getuser()
+
+    # -- public API --------------------------------------------------------------------------
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        become: bool | None = None,
+    ) -> CommandResult:
+        """Run a shell command; non-zero exits are returned, not raised (tasks decide)."""
+        use_become = self.spec.become if become is None else become
+        limit = self.command_timeout if timeout is None else timeout
+        if not use_become or self._sudo_needed() is False:
+            return self._exec(command, command, stdin, limit)
+        mode = self._sudo_probe(limit)
+        if mode == "password":
+            assert self._password is not None
+            wire = sudo_wrap(command, self.spec.become_user, password=True)
+            data = self._password.encode() + b"\n" + (stdin or b"")
+        else:
+            wire = sudo_wrap(command, self.spec.become_user, password=False)
+            data = stdin
+        result = self._exec(command, wire, data, limit)
+        if result.exit_code == 1:
+            err = _become_error(result.stderr, self._login_user(), self.name, mode == "password")
+            if err is not None and not result.stdout:
+                raise err
+        return result
+
+    def put(self, data: bytes, path: str, mode: int = 0o644, *, become: bool | None = None) -> None:
+        """Write ``data`` to ``path`` atomically: temp file next to it, chmod, rename."""
+        tmp = posixpath.join(
+            posixpath.dirname(path) or ".",
+            f".{posixpath.basename(path)}.provision-{secrets.token_hex(4)}.tmp",
+        )
+        qt, qp = quote(tmp), quote(path)
+        command = (
+            f"umask 077 && {{ cat > {qt} && chmod {mode:o} {qt} && mv -f {qt} {qp}; }}"
+            f" || {{ rc=$?; rm -f {qt}; exit $rc; }}"
+        )
+        result = self.run(command, stdin=data, become=become)
+        if not result.ok:
+            raise CommandFailed(result, f"writing {path} failed: {result.stderr.strip()[-300:]}")
+
+    def close(self) -> None:
+        """Nothing to release here; subclasses close their transport."""
+
+    def __enter__(self) -> _BaseSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- become ------------------------------------------------------------------------------
+    def _sudo_needed(self) -> bool:
+        return self._login_user() != self.spec.become_user
+
+    def _sudo_probe(self, timeout: float) -> str:
+        """Learn once per session whether sudo wants a password, and check the one we have.
+
+        One round trip: ``sudo -n`` first (NOPASSWD or no password given), else one password
+        attempt with stdin closed after it, so a wrong password fails after a single try
+        instead of three (account lockouts) and never reaches a command's stdin.
+        """
+        if self._sudo_mode is not None:
+            return self._sudo_mode
+        user = self.spec.become_user
+        if self._password is None:
+            self._sudo_mode = "nopasswd"
+            return self._sudo_mode
+        probe = (
+            f"sudo -n -u {quote(user)} true 2>/dev/null && echo NOPASSWD || "
+            f"{{ sudo -k -S -p '' -u {quote(user)} true && echo PASSWORD; }}"
+        )
+        result = self._exec(
+            "sudo (checking become password)", probe, self._password.encode() + b"\n", timeout
+        )
+        words = result.stdout.split()
+        if "NOPASSWD" in words:
+            self._sudo_mode = "nopasswd"
+        elif "PASSWORD" in words:
+            self._sudo_mode = "password"
+        else:
+            err = _become_error(result.stderr, self._login_user(), self.name, True)
+            tail = mask(result.stderr.strip(), [self._password]).splitlines()[-1:] or ["no output"]
+            raise err or BecomeError(f"{self.name}: sudo failed: {tail[0][:200]}")
+        return self._sudo_mode
+
+
+# -- SSH ---------------------------------------------------------------------------------------
+
+_FABRIC_CONFIG: Any = None
+
+
+def _quiet_paramiko() -> None:
+    """paramiko logs every failed handshake with a traceback at ERROR; we report it ourselves.
+
+    Only when nobody chose a level for the "paramiko" logger (the CLI sets it for -vvv).
+    """
+    logger = logging.getLogger("paramiko")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.CRITICAL)
+
+
+def _fabric_config() -> Any:
+    """One shared fabric Config with ssh_config loading off: target.py already resolved it."""
+    global _FABRIC_CONFIG
+    if _FABRIC_CONFIG is None:
+        from fabric import Config
+
+        _FABRIC_CONFIG = Config(overrides={"load_ssh_configs": False})
+    return _FABRIC_CONFIG
+
+
+def _split_jump(hop: str) -> tuple[str | None, str, int | None]:
+    """``[user@]host[:port]`` or ``[user@][v6addr]:port`` -> (user, host, port)."""
+    user, _, rest = hop.rpartition("@")
+    host, port = rest, None
+    if rest.startswith("[") and "]" in rest:
+        host, _, tail = rest[1:].partition("]")
+        port = int(tail[1:]) if tail.startswith(":") else None
+    elif rest.count(":") == 1:
+        host, _, p = rest.partition(":")
+        port = int(p)
+    return (user or None), host, port
+
+
+# Host key algorithms each known_hosts key type allows, and which type to prefer.
+_KEY_ALGORITHMS = {"ssh-rsa": {"ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"}}
+_KEY_ORDER = {
+    "ssh-ed25519": 0,
+    "ecdsa-sha2-nistp256": 1,
+    "ecdsa-sha2-nistp384": 2,
+    "ecdsa-sha2-nistp521": 3,
+    "ssh-rsa": 4,
+}
+
+
+class SSHSession(_BaseSession):
+    """One fabric ``Connection`` to one host, opened once by :meth:`open`, reused for all."""
+
+    def __init__(
+        self,
+        spec: ConnSpec,
+        *,
+        known_hosts: KnownHosts | None = None,
+        accept_new_host_keys: bool = False,
+        connect_timeout: float = 10.0,
+        command_timeout: float = 60.0,
+        become_password: str | None = None,
+        via: SSHSession | None = None,
+    ) -> None:
+        super().__init__(spec, command_timeout=command_timeout, become_password=become_password)
+        self._via = via  # an open session to tunnel through (a ProxyJump hop)
+        self.known_hosts = known_hosts if known_hosts is not None else KnownHosts()
+        self.accept_new = accept_new_host_keys
+        self.connect_timeout = connect_timeout
+        self.connection: Any = None  # fabric.Connection once open
+        self._sock: Any = None
+        self._jumps: list[SSHSession] = []
+        self._closed = False
+
+    @property
+    def transport(self) -> Any:
+        return self.connection.transport if self.connection is not None else None
+
+    def open(self) -> SSHSession:
+        """Connect, verify the host key, authenticate; raise a typed error on any failure."""
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        spec = self.spec
+        if self._via is not None:
+            sock = self._via.channel_to(spec.hostname, spec.port, self.name)
+        elif spec.proxy_jump:
+            sock = self._jump_channel()
+        else:
+            sock = self._tcp_connect()
+        if self._closed:
+            raise ConnectError(f"{self.name}: connection closed while connecting")
+        import paramiko
+        from fabric import Connection
+
+        _quiet_paramiko()
+
+        name = host_key_name(spec.hostname, spec.port)
+        t = self.connect_timeout
+        kwargs: dict[str, Any] = {
+            "sock": sock,
+            "timeout": t,
+            "banner_timeout": t,
+            "auth_timeout": t,
+            "channel_timeout": t,
+        }
+        if spec.key_filenames:
+            kwargs["key_filename"] = list(spec.key_filenames)
+        known = self.known_hosts.known(name)
+        usable = []
+        for entry in known:
+            try:
+                pkey = paramiko.PKey.from_type_string(entry.keytype, base64.b64decode(entry.key))
+            except Exception:  # a type paramiko cannot use (ssh-dss): not a usable record
+                continue
+            usable.append((_KEY_ORDER.get(entry.keytype, 9), entry.keytype, pkey))
+        if known:
+            # Like OpenSSH: negotiate only host key types on record, or a host with an ed25519
+            # key on record and an RSA one too would look "changed" when paramiko picks RSA.
+            allowed: set[str] = set()
+            for entry in known:
+                allowed |= _KEY_ALGORITHMS.get(entry.keytype, {entry.keytype})
+            kwargs["disabled_algorithms"] = {
+                "keys": [k for k in paramiko.Transport._preferred_keys if k not in allowed]
+            }
+        conn = Connection(
+            spec.hostname,
+            user=self._login_user(),
+            port=spec.port,
+            config=_fabric_config(),
+            connect_kwargs=kwargs,
+        )
+        # fabric installs AutoAddPolicy: replace it, and give paramiko only this host's keys so
+        # it prefers their types and reports a mismatch itself (BadHostKeyException).
+        conn.client.set_missing_host_key_policy(VerifyingPolicy(self.known_hosts, self.accept_new))
+        host_keys = conn.client.get_host_keys()
+        for _, keytype, pkey in sorted(usable, key=lambda u: u[0]):
+            host_keys.add(name, keytype, pkey)
+        self.connection = conn
+        opened_at = time.monotonic()
+        try:
+            conn.open()
+        except HostKeyError:
+            raise
+        except paramiko.BadHostKeyException as exc:
+            key = exc.key
+            raise ChangedHostKey(
+                changed_message(
+                    name, key.get_name(), key.get_base64(), self.known_hosts.known(name)
+                )
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            raise ConnectError(
+                f"{self.name}: authentication failed for user {self._login_user()} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        except paramiko.IncompatiblePeer as exc:
+            if known and "host key" in str(exc):
+                types = ", ".join(sorted({e.keytype for e in known}))
+                raise ChangedHostKey(
+                    f"HOST KEY CHANGED for {name}: it offers none of the key types on record "
+                    f"({types}); refusing. If the host was reinstalled, remove the old key with "
+                    f"`ssh-keygen -R '{name}' -f {known[0].source.rsplit(':', 1)[0]}`"
+                ) from None
+            raise ConnectError(
+                f"{self.name}: no common SSH algorithms ({exc}); very old servers offering only "
+                "ssh-rsa (SHA-1) or ssh-dss host keys need an ed25519 or ecdsa host key"
+            ) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport = conn.client.get_transport()
+            banner = bool(transport is not None and transport.remote_version)
+            waited = time.monotonic() - opened_at >= t * 0.9
+            raise ConnectError(
+                f"{self.name}: {_describe_connect_error(exc, t, banner, waited)}"
+            ) from None
+        server_key = conn.transport.get_remote_server_key()
+        if self.known_hosts.is_revoked(name, server_key.get_name(), server_key.get_base64()):
+            raise RevokedHostKey(f"host key for {name} is marked @revoked")
+        log.debug("%s: connected to %s as %s", self.name, name, self._login_user())
+
+    def _tcp_connect(self) -> socket.socket:
+        spec = self.spec
+        try:
+            infos = socket.getaddrinfo(spec.hostname, spec.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ConnectError(
+                f"{self.name}: cannot resolve {spec.hostname}: {exc.strerror}"
+            ) from None
+        last: str = "no address"
+        for family, kind, proto, _, addr in infos:
+            sock = socket.socket(family, kind, proto)
+            self._sock = sock
+            sock.settimeout(self.connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock.connect(addr)
+                return sock
+            except TimeoutError:
+                last = f"TCP connect to port {spec.port} timed out after {self.connect_timeout:g}s"
+            except ConnectionRefusedError:
+                last = f"connection refused on port {spec.port}"
+            except OSError as exc:
+                last = f"cannot connect to port {spec.port}: {exc.strerror or exc}"
+            sock.close()
+        raise ConnectError(f"{self.name}: {last}")
+
+    def _jump_channel(self) -> Any:
+        """Open each ProxyJump hop in turn, each through the one before; return a direct-tcpip
+        channel from the last hop to the target. Hops are resolved through ~/.ssh/config like
+        OpenSSH does; a hop without a user gets the target's user (labs use one account)."""
+        spec = self.spec
+        assert spec.proxy_jump
+        previous: SSHSession | None = None
+        for hop in spec.proxy_jump.split(","):
+            try:
+                user, host, port = _split_jump(hop.strip())
+            except ValueError:
+                raise ConnectError(f"{self.name}: bad ProxyJump {spec.proxy_jump!r}") from None
+            cfg = ssh_config_lookup(host)
+            hop_spec = ConnSpec(
+                name=f"{spec.name} (jump {host})",
+                hostname=cfg.get("hostname", host),
+                port=port or int(cfg.get("port", 22)),
+                user=user or cfg.get("user") or spec.user,
+                key_filenames=tuple(os.path.expanduser(k) for k in cfg.get("identityfile", []))
+                + spec.key_filenames,
+                proxy_jump=None,
+                connection="ssh",
+                become=False,
+                become_user="root",
+            )
+            hop_session = SSHSession(
+                hop_spec,
+                known_hosts=self.known_hosts,
+                accept_new_host_keys=self.accept_new,
+                connect_timeout=self.connect_timeout,
+                via=previous,
+            )
+            self._jumps.append(hop_session)
+            hop_session.open()
+            previous = hop_session
+        assert previous is not None
+        return previous.channel_to(spec.hostname, spec.port, self.name)
+
+    def channel_to(self, hostname: str, port: int, for_host: str) -> Any:
+        """A direct-tcpip channel from this host to ``hostname:port`` (we are the jump host)."""
+        try:
+            return self.transport.open_channel(
+                "direct-tcpip",
+                (hostname, port),
+                ("127.0.0.1", 0),
+                timeout=self.connect_timeout,
+            )
+        except Exception as exc:
+            raise ConnectError(
+                f"{for_host}: jump host {self.spec.hostname} could not reach "
+                f"{hostname}:{port}: {exc}"
+            ) from None
+
+    def _exec(self, shown: str, wire: str, data: bytes | None, timeout: float) -> CommandResult:
+        transport = self.transport
+        if transport is None or not transport.is_active():
+            raise TransportLost(f"{self.name}: connection is not open")
+        start = time.monotonic()
+        deadline = start + timeout
+        log.debug("%s: run %s", self.name, shown)
+        try:
+            chan = transport.open_session(timeout=self.connect_timeout)
+        except Exception as exc:
+            raise TransportLost(
+                f"{self.name}: connection lost (cannot open a channel: "
+                f"{str(exc) or type(exc).__name__})"
+            ) from None
+        self.round_trips += 1
+        out, err = _Capture(), _Capture()
+        try:
+            chan.exec_command(wire)
+            pending = memoryview(data or b"")
+            if not pending:
+                chan.shutdown_write()
+            fd = chan.fileno()
+            while True:
+                if chan.recv_ready():
+                    out.add(chan.recv(_READ_SIZE))
+                    continue
+                if chan.recv_stderr_ready():
+                    err.add(chan.recv_stderr(_READ_SIZE))
+                    continue
+                if pending:
+                    # stdin goes out as the window allows, interleaved with reading, so a
+                    # command that writes before it reads can never deadlock against us
+                    if chan.closed or chan.eof_received:
+                        pending = memoryview(b"")  # the command stopped reading: drop the rest
+                    elif chan.send_ready():
+                        pending = pending[chan.send(pending[:_READ_SIZE]) :]
+                        if not pending:
+                            chan.shutdown_write()
+                        continue
+                remaining = deadline - time.monotonic()
+                if chan.eof_received or chan.closed:
+                    if chan.exit_status_ready() or chan.closed:
+                        break
+                    if remaining <= 0 or not chan.status_event.wait(remaining):
+                        raise CommandTimeout(f"{self.name}: `{shown}` timed out after {timeout:g}s")
+                    continue
+                if remaining <= 0:
+                    raise CommandTimeout(f"{self.name}: `{shown}` timed out after {timeout:g}s")
+                select.select([fd], [], [], min(remaining, 0.005 if pending else 1.0))
+            code = chan.recv_exit_status() if chan.exit_status_ready() else -1
+            if code == -1 and not transport.is_active():
+                raise TransportLost(f"{self.name}: connection lost while running `{shown}`")
+        except (CommandTimeout, TransportLost):
+            raise
+        except (OSError, EOFError) as exc:
+            raise TransportLost(
+                f"{self.name}: connection lost while running `{shown}`: {exc}"
+            ) from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("paramiko"):
+                raise TransportLost(
+                    f"{self.name}: SSH error while running `{shown}`: {exc}"
+                ) from None
+            raise
+        finally:
+            chan.close()
+        return CommandResult(shown, code, out.text(), err.text(), time.monotonic() - start)
+
+    def close(self) -> None:
+        """Close the connection and any jump connections; safe from another thread."""
+        self._closed = True
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:  # closing a half-open connection may raise; it is gone anyway
+                log.debug("%s: error while closing", self.name, exc_info=True)
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        for hop in reversed(self._jumps):
+            hop.close()
+
+
+def _describe_connect_error(
+    exc: BaseException, timeout: float, got_banner: bool, waited: bool
+) -> str:
+    """One line for a failed handshake; ``waited``: it failed only when the timeout ran out."""
+    text = str(exc) or type(exc).__name__
+    if not got_banner and waited:
+        return f"no SSH banner within {timeout:g}s"
+    if "banner" in text.lower():
+        detail = text.replace("banner'", "banner: '")[:160]
+        return f"invalid SSH banner: the port answers, but not as an SSH server ({detail})"
+    if waited or isinstance(exc, TimeoutError) or "no existing session" in text.lower():
+        return f"SSH handshake timed out after {timeout:g}s"
+    if isinstance(exc, EOFError):
+        return "connection closed by the host during the SSH handshake"
+    return f"SSH handshake failed: {text[:200]}"
+
+
+# -- local -------------------------------------------------------------------------------------
+
+
+class LocalSession(_BaseSession):
+    """The same API on this machine through ``subprocess`` (no SSH, same timeouts and become)."""
+
+    def _login_user(self) -> str:
+        return getpass.getuser()
+
+    def open(self) -> LocalSession:
+        return self
+
+    def _exec(self, shown: str, wire: str, data: bytes | None, timeout: float) -> CommandResult:
+        log.debug("%s: run %s", self.name, shown)
+        self.round_trips += 1
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", wire],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(data or b"", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise CommandTimeout(f"{self.name}: `{shown}` timed out after {timeout:g}s") from None
+        code = proc.returncode if proc.returncode >= 0 else -1
+        return CommandResult(shown, code, _decode(out), _decode(err), time.monotonic() - start)
+
+    def put(self, data: bytes, path: str, mode: int = 0o644, *, become: bool | None = None) -> None:
+        """Atomic local write; through sudo (same shell path as SSH) when become is needed."""
+        use_become = self.spec.become if become is None else become
+        if use_become and self._sudo_needed():
+            super().put(data, path, mode, become=True)
+            return
+        self.round_trips += 1
+        directory = os.path.dirname(path) or "."
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def open_session(
+    spec: ConnSpec,
+    *,
+    known_hosts: KnownHosts | None = None,
+    accept_new_host_keys: bool = False,
+    connect_timeout: float = 10.0,
+    command_timeout: float = 60.0,
+    become_password: str | None = None,
+) -> Session:
+    """Open the right kind of session for ``spec`` (``connection`` "ssh" or "local")."""
+    if spec.connection == "local":
+        return LocalSession(spec, command_timeout=command_timeout, become_password=become_password)
+    return SSHSession(
+        spec,
+        known_hosts=known_hosts,
+        accept_new_host_keys=accept_new_host_keys,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+        become_password=become_password,
+    ).open()
+
+
+__all__ = [
+    "BecomeError",
+    "CommandFailed",
+    "CommandResult",
+    "CommandTimeout",
+    "ConnectError",
+    "LocalSession",
+    "SSHSession",
+    "Session",
+    "TransportLost",
+    "join",
+    "open_session",
+]

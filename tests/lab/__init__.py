@@ -1,0 +1,1 @@
+"""Real-host test harness: light sshd hosts and booted nspawn hosts."""
