@@ -576,6 +576,11 @@ class SSHSession(_BaseSession):
                 if remaining <= 0:
                     raise CommandTimeout(f"{self.name}: `{shown}` timed out after {timeout:g}s")
                 select.select([fd], [], [], min(remaining, 0.005 if pending else 1.0))
+            # Data that arrived between the ready checks and the close is still buffered.
+            while chan.recv_ready():
+                out.add(chan.recv(_READ_SIZE))
+            while chan.recv_stderr_ready():
+                err.add(chan.recv_stderr(_READ_SIZE))
             code = chan.recv_exit_status() if chan.exit_status_ready() else -1
             if code == -1 and not transport.is_active():
                 raise TransportLost(f"{self.name}: connection lost while running `{shown}`")
