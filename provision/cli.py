@@ -110,8 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="log to stderr: -v progress, -vv debug, -vvv SSH protocol too",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # -v also after the command (`provision apply inv.ini -vv`), as ansible users type it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
-    p = sub.add_parser("inventory", help="show an inventory as ansible-inventory would")
+    p = sub.add_parser(
+        "inventory", parents=[verbose], help="show an inventory as ansible-inventory would"
+    )
     p.add_argument("-i", "--inventory", required=True, metavar="FILE")
     p.add_argument("-l", "--limit", metavar="PATTERN")
     mode = p.add_mutually_exclusive_group(required=True)
@@ -126,12 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--host", metavar="HOST", help="one host's variables as JSON")
     p.set_defaults(func=cmd_inventory)
 
-    p = sub.add_parser("ping", help="connect to each host and run `true` (like ansible -m ping)")
+    p = sub.add_parser(
+        "ping", parents=[verbose], help="connect to each host and run `true` (like ansible -m ping)"
+    )
     _add_inventory(p, required=False)
     _add_connection(p)
     p.set_defaults(func=cmd_ping)
 
-    p = sub.add_parser("run", help="run a shell command on each host (like ansible -a)")
+    p = sub.add_parser(
+        "run", parents=[verbose], help="run a shell command on each host (like ansible -a)"
+    )
     _add_inventory(p, required=True)
     _add_connection(p)
     p.add_argument("shell_command", metavar="COMMAND", help="command line, run by the login shell")
@@ -139,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "audit",
+        parents=[verbose],
         help="grade driver, CUDA, GPUs, Docker and disk per host (no inventory: this machine)",
     )
     p.add_argument("inventory_file", nargs="?", metavar="INVENTORY", help="inventory (optional)")
@@ -146,7 +158,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection(p)
     _add_audit_options(p)
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
+        "apply",
+        parents=[verbose],
+        help="bring hosts to the lab baseline with a playbook (like ansible-playbook)",
+    )
+    p.add_argument("inventory_file", nargs="?", metavar="INVENTORY", help="inventory file")
+    _add_inventory(p, required=False)
+    _add_connection(p)
+    _add_apply_options(p)
+    p.set_defaults(func=cmd_apply)
     return parser
+
+
+def _add_apply_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("playbook")
+    g.add_argument(
+        "-p",
+        "--playbook",
+        metavar="FILE",
+        help="playbook to run (default: the shipped playbooks/site.yml)",
+    )
+    g.add_argument("-C", "--check", action="store_true", help="change nothing; say what would")
+    g.add_argument("-D", "--diff", action="store_true", help="show the changes to files")
+    g.add_argument(
+        "-t", "--tags", action="append", default=[], help="only tasks with these tags (a,b)"
+    )
+    g.add_argument("--skip-tags", action="append", default=[], help="skip tasks with these tags")
+    g.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        default=[],
+        metavar="VARS",
+        help="k=v pairs, YAML/JSON, or @file; later ones win",
+    )
+    g.add_argument("--syntax-check", action="store_true", help="validate the playbook and stop")
+    g.add_argument("--list-tasks", action="store_true", help="list the tasks that would run")
+    g.add_argument("--list-hosts", action="store_true", help="list the hosts of each play")
+    g.add_argument(
+        "--retry-file",
+        metavar="FILE",
+        help="where failed and unreachable hosts are listed for --limit @FILE "
+        "(default: PLAYBOOK-NAME.retry in the working directory)",
+    )
 
 
 def _add_audit_options(p: argparse.ArgumentParser) -> None:
@@ -162,7 +218,7 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE")
     g.add_argument(
         "--fail-on",
-        choices=("warn", "fail", "unreachable", "never"),
+        choices=("warn", "fail", "unknown", "never"),
         default=None,
         help="lowest status that makes the exit code non-zero (default: warn)",
     )
@@ -288,12 +344,15 @@ class _Progress:
 
 
 def _fan_out(
-    args: argparse.Namespace, task: Callable[[Any], Any]
+    args: argparse.Namespace,
+    task: Callable[[Any], Any],
+    inv: Inventory | None = None,
+    hosts: Sequence[str] | None = None,
 ) -> tuple[dict[str, HostOutcome], float]:
     from provision.executor import run_hosts
 
-    inv = _load(args)
-    hosts = _select(inv, args)
+    inv = inv or _load(args)
+    hosts = hosts if hosts is not None else _select(inv, args)
     specs = _specs(inv, hosts, args)
     opts = _run_options(args)
     progress = _Progress(len(specs))
@@ -353,18 +412,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     return adhoc.exit_code(outcomes)
 
 
+def _audit_settings(hostvars: dict[str, Any], overrides: dict[str, Any], host: str) -> Any:
+    from provision.audit import settings_for
+
+    try:
+        return settings_for(hostvars, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"host {host}: {exc}") from None
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
-    from provision.audit.command import run_audit
+    from provision import audit
 
     if args.inventory_file and args.inventory:
         raise ConfigError("give the inventory once: either as an argument or with -i")
     args.inventory = args.inventory or args.inventory_file
     if args.local and args.inventory:
         raise ConfigError("--local audits this machine: drop the inventory, or drop --local")
+    overrides = {
+        "audit_min_driver": args.min_driver,
+        "audit_required_cuda": args.require_cuda,
+        "audit_expected_gpus": args.expect_gpus,
+        "audit_required_images": args.require_image,
+        "audit_disk_paths": args.disk_path,
+    }
+    if args.inventory:
+        inv = _load(args)
+        hosts = _select(inv, args)
+        settings = {h: _audit_settings(inv.hosts[h].vars, overrides, h) for h in hosts}
+        outcomes, _ = _fan_out(args, audit.audit_task(settings), inv, hosts)
+        reports = audit.assemble(outcomes, settings)
+    else:
+        local = _audit_settings({}, overrides, "localhost")
+        settings = {"localhost": local}
+        facts = audit.audit_local(local)
+        reports = audit.add_drift([audit.host_report("localhost", "ok", facts, "", local)])
+    for warning in sorted({w for st in settings.values() for w in st.warnings}):
+        print(f"warning: {warning}", file=sys.stderr)
     color = args.color == "always" or (
         args.color == "auto" and args.output is None and sys.stdout.isatty()
     )
-    report, code = run_audit(args, fan_out=_fan_out, load=_load, select=_select, color=color)
+    fail_on = args.fail_on or "warn"
+    report = audit.render(reports, args.format, details=args.details, colour=color, fail_on=fail_on)
+    if not report.endswith("\n"):
+        report += "\n"
     if args.output:
         tmp = f"{args.output}.tmp{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -372,7 +463,110 @@ def cmd_audit(args: argparse.Namespace) -> int:
         os.replace(tmp, args.output)
     else:
         sys.stdout.write(report)
-    return code
+    return audit.exit_code(reports, fail_on)
+
+
+def _split_tags(values: Sequence[str]) -> tuple[str, ...]:
+    return tuple(t.strip() for v in values for t in v.split(",") if t.strip())
+
+
+def shipped_playbook(name: str = "site.yml") -> str:
+    """A playbook shipped in the repository's ``playbooks/`` beside the package."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(root, "playbooks", name)
+
+
+class _ApplyProgress:
+    """Task results as they happen (stdout), and a live 'host: task i/n' line on a terminal."""
+
+    def __init__(self, show_diff: bool, verbose: bool, stream: TextIO = sys.stderr) -> None:
+        self.show_diff, self.verbose, self.stream = show_diff, verbose, stream
+        self.live = stream.isatty()
+
+    def __call__(self, ev: Any) -> None:
+        if ev.status == "start":
+            if self.live:
+                self.stream.write(f"\r{ev.host:<24.24} {ev.index}/{ev.total} {ev.task:<40.40}")
+                self.stream.flush()
+            return
+        if self.live:
+            self.stream.write("\r" + " " * 70 + "\r")
+        result = ev.result
+        if ev.status in ("changed", "failed") or self.verbose:
+            msg = f" {result.msg}" if result is not None and result.msg else ""
+            ignored = " (ignored)" if result is not None and result.ignored else ""
+            print(f"{ev.status}: [{ev.host}] {ev.play} / {ev.task}{ignored}{msg}", flush=True)
+        if self.show_diff and result is not None and result.diff:
+            print(result.diff.rstrip("\n"), flush=True)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from provision import engine
+    from provision.playbook import load_playbook
+
+    if args.inventory_file and args.inventory:
+        raise ConfigError("give the inventory once: either as an argument or with -i")
+    args.inventory = args.inventory or args.inventory_file
+    path = args.playbook or shipped_playbook()
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"{path}: playbook not found"
+            + ("" if args.playbook else "; name one with -p/--playbook")
+        )
+    playbook = load_playbook(path)
+    if args.syntax_check:
+        print(f"playbook: {path}: syntax ok")
+        return 0
+    if not args.inventory and not args.list_tasks:
+        raise ConfigError("no inventory: give one as an argument or with -i")
+    opts = engine.ApplyOptions(
+        check=args.check,
+        diff=args.diff,
+        limit=args.limit,
+        tags=_split_tags(args.tags),
+        skip_tags=_split_tags(args.skip_tags),
+        extra_vars=engine.parse_extra_vars(args.extra_vars, base_dir=os.getcwd()),
+        forks=max(1, args.forks),
+        become=args.become,
+        known_hosts=tuple(args.known_hosts),
+        accept_new_host_keys=args.accept_new_host_keys,
+        connect_timeout=args.timeout,
+        command_timeout=args.command_timeout,
+        default_user=args.user,
+        default_key=args.private_key,
+        limit_base_dir=os.getcwd(),
+        on_event=_ApplyProgress(args.diff, args.verbose > 0),
+    )
+    if args.list_tasks:
+        print("\n".join(engine.list_tasks(playbook, opts)))
+        return 0
+    inv = _load(args)
+    if args.list_hosts:
+        for play, hosts in engine.list_hosts(inv, playbook, opts):
+            print(f"play: {play} ({len(hosts)} host{'s' if len(hosts) != 1 else ''})")
+            print("\n".join(f"  {h}" for h in hosts))
+        return 0
+    opts.become_password = _become_password(args)
+    result = engine.run_loaded(inv, playbook, opts)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for host, reason in result.host_reasons.items():
+        print(f"{host}: {reason}", file=sys.stderr)
+    print("\nPLAY RECAP")
+    print(engine.recap_table(result.stats))
+    if result.aborted:
+        print(f"aborted: {result.aborted}", file=sys.stderr)
+    retry = result.retry_text
+    if retry:
+        retry_path = args.retry_file or (os.path.splitext(os.path.basename(path))[0] + ".retry")
+        tmp = f"{retry_path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(retry)
+        os.replace(tmp, retry_path)
+        print(f"failed and unreachable hosts: --limit @{retry_path}", file=sys.stderr)
+    if args.check:
+        print("check mode: nothing was changed", file=sys.stderr)
+    return result.exit_code
 
 
 # --------------------------------------------------------------------------- entry point

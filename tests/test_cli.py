@@ -110,9 +110,9 @@ def test_run_groups_output_and_exit_codes(sshd_lab: SshdLab, tmp_path) -> None:
     assert "lab01 | FAILED | rc=3 >>" in failed.stdout
     assert host_lines(failed.stdout) == {"lab01": "FAILED", "lab02": "FAILED"}
 
-    # failed wins over unreachable, as in Ansible
+    # unreachable wins over failed, as in Ansible (`ansible` exits 4 for the same two hosts)
     mixed = cli("run", "-i", inv, "-l", "lab01:fault-closed", *FAST, "exit 1", env=sshd_lab.env())
-    assert mixed.returncode == 2
+    assert mixed.returncode == 4
 
 
 def test_changed_host_key_runs_nothing(sshd_lab: SshdLab, tmp_path) -> None:
@@ -183,3 +183,86 @@ def test_become_password_file_missing_is_clear(flag: str, tmp_path) -> None:
     inv.write_text("localhost ansible_connection=local\n")
     r = cli("ping", "-i", str(inv), flag, str(tmp_path / "missing"))
     assert r.returncode == 1 and "become password" in r.stderr and "Traceback" not in r.stderr
+
+
+def _recap(stdout: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP table by host: {host: {"ok": N, "changed": N, ...}}."""
+    lines = stdout.split("PLAY RECAP", 1)[1].strip().splitlines()
+    header = lines[0].split()
+    return {
+        cells[0]: dict(zip(header[1:], map(int, cells[1:]), strict=True))
+        for cells in (line.split() for line in lines[2:])
+    }
+
+
+def test_apply_converges_then_changes_nothing(sshd_lab: SshdLab, tmp_path) -> None:
+    """apply through the CLI on real sshd hosts: changed, then zero changes, --check, retry."""
+    target = tmp_path / "site"
+    target.mkdir()
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        "- name: lab files\n"
+        "  hosts: lab\n"
+        "  tasks:\n"
+        "    - name: motd\n"
+        "      copy:\n"
+        "        dest: '{{ target }}/motd-{{ inventory_hostname }}'\n"
+        '        content: "welcome to {{ inventory_hostname }}\\n"\n'
+        "        mode: '0644'\n"
+    )
+    inv = sshd_lab.write_inventory(
+        str(tmp_path / "hosts.ini"), sshd_lab.ok_hosts, extra_vars={"target": str(target)}
+    )
+    first = cli("apply", inv, "-p", str(playbook), *FAST, env=sshd_lab.env(), cwd=str(tmp_path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    recap = _recap(first.stdout)
+    assert {h: r["changed"] for h, r in recap.items()} == {"lab01": 1, "lab02": 1, "lab03": 1}
+    assert (target / "motd-lab02").read_text() == "welcome to lab02\n"
+    mtime = (target / "motd-lab02").stat().st_mtime_ns
+
+    again = cli("apply", inv, "-p", str(playbook), *FAST, env=sshd_lab.env(), cwd=str(tmp_path))
+    assert again.returncode == 0
+    assert all(r["changed"] == 0 and r["failed"] == 0 for r in _recap(again.stdout).values())
+    assert (target / "motd-lab02").stat().st_mtime_ns == mtime
+
+    (target / "motd-lab01").write_text("edited by hand\n")
+    check = cli(
+        "apply",
+        inv,
+        "-p",
+        str(playbook),
+        "--check",
+        "--diff",
+        *FAST,
+        env=sshd_lab.env(),
+        cwd=str(tmp_path),
+    )
+    assert check.returncode == 0
+    assert _recap(check.stdout)["lab01"]["changed"] == 1
+    assert "-edited by hand" in check.stdout and "+welcome to lab01" in check.stdout
+    assert (target / "motd-lab01").read_text() == "edited by hand\n"  # --check changed nothing
+
+
+def test_apply_unreachable_host_writes_retry_file(sshd_lab: SshdLab, tmp_path) -> None:
+    playbook = tmp_path / "ping.yml"
+    playbook.write_text("- hosts: all\n  tasks:\n    - name: alive\n      command: 'true'\n")
+    inv = sshd_lab.write_inventory(
+        str(tmp_path / "hosts.ini"), [sshd_lab.host("lab01"), sshd_lab.host("closed")]
+    )
+    r = cli("apply", inv, "-p", str(playbook), *FAST, env=sshd_lab.env(), cwd=str(tmp_path))
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert _recap(r.stdout)["fault-closed"]["unreachable"] == 1
+    assert (tmp_path / "ping.retry").read_text().split() == ["fault-closed"]
+
+
+def test_apply_bad_playbook_is_one_line(tmp_path) -> None:
+    playbook = tmp_path / "bad.yml"
+    playbook.write_text("- hosts: all\n  tasks:\n    - name: oops\n      copyy: {dest: /x}\n")
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("localhost ansible_connection=local\n")
+    r = cli("apply", str(inv), "-p", str(playbook))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{playbook}:3: task 'oops'" in r.stderr and "copyy" in r.stderr
+    assert r.stderr.count("\n") == 1
+    ok = cli("apply", "-p", str(tmp_path / "bad.yml"), "--syntax-check")
+    assert ok.returncode == 1

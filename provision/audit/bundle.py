@@ -1,0 +1,98 @@
+"""The probe as one self-contained zip application, plus the commands that cache and run it.
+
+Hosts have no ``pynvml``: the zipapp carries the probe and the controller's own pure-Python
+``pynvml`` module. Its bytes are deterministic (fixed timestamps and order) so its sha256 names the
+cached copy on the host (``~/.cache/provision/probe-<sha>.pyz``): a warm run is one round trip
+(:func:`run_command`); only a cold host needs the second, which uploads and runs it
+(:func:`install_command`).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import importlib.util
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from provision.shell import join, quote
+
+NEED_MARKER = "PROVISION-PROBE-NEED-8c1f"
+NO_PYTHON_MARKER = "PROVISION-PROBE-NO-PYTHON-8c1f"
+_FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+DEFAULT_CACHE_DIR = None  # None: "$HOME/.cache/provision" on the host
+
+
+def _add(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data)
+
+
+@functools.lru_cache(maxsize=1)
+def build() -> tuple[bytes, str]:
+    """(zipapp bytes, sha256 hex); same bytes for the same probe and pynvml versions."""
+    probe = (Path(__file__).with_name("probe.py")).read_bytes()
+    spec = importlib.util.find_spec("pynvml")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pynvml (package nvidia-ml-py) is not installed on the controller")
+    pynvml_src = Path(spec.origin).read_bytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        _add(zf, "__main__.py", probe)
+        _add(zf, "pynvml.py", pynvml_src)
+    data = b"#!/usr/bin/env python3\n" + buf.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def encode_config(paths: list[str], images: list[str], timeout: float) -> str:
+    """The probe's argument: base64 JSON (one shell word, nothing to escape in it)."""
+    doc = {"paths": list(paths), "images": list(images), "timeout": timeout}
+    return base64.b64encode(json.dumps(doc, sort_keys=True).encode()).decode()
+
+
+def _dir_expr(cache_dir: str | None) -> str:
+    return '"${HOME:-/tmp}/.cache/provision"' if cache_dir is None else quote(cache_dir)
+
+
+def _python_check(fallback_script: str = "") -> str:
+    """Find python3; without one, say so and run the degraded script in the same round trip."""
+    return (
+        "PY=$(command -v python3 2>/dev/null); "
+        f'if [ -z "$PY" ]; then echo {NO_PYTHON_MARKER}\n{fallback_script}\nexit 0; fi\n'
+    )
+
+
+def run_command(
+    sha: str, args: list[str], cache_dir: str | None = None, fallback_script: str = ""
+) -> str:
+    """Run the cached probe, or print :data:`NEED_MARKER` when this host lacks that version."""
+    d = _dir_expr(cache_dir)
+    f = f"{d}/probe-{sha}.pyz"
+    return (
+        _python_check(fallback_script)
+        + f'if [ -f {f} ]; then exec "$PY" {f} {join(args)}; fi; echo {NEED_MARKER}'
+    )
+
+
+def install_command(sha: str, args: list[str], cache_dir: str | None = None) -> str:
+    """Write the probe from stdin atomically (temp file + rename), then run it."""
+    d = _dir_expr(cache_dir)
+    f = f"{d}/probe-{sha}.pyz"
+    tmp = f"{d}/.probe-{sha}.$$.tmp"
+    return (
+        _python_check()
+        + f"umask 077; mkdir -p {d} && cat > {tmp} && mv -f {tmp} {f} "
+        + f'&& exec "$PY" {f} {join(args)}; rc=$?; rm -f {tmp}; exit $rc'
+    )
+
+
+def describe() -> dict[str, Any]:
+    """Bundle identity for reports and debugging."""
+    data, sha = build()
+    return {"sha256": sha, "size": len(data)}

@@ -1,0 +1,746 @@
+"""Run a playbook's plays over hosts: tasks in order, handlers, --check, --diff, a recap.
+
+One connection per host per play batch (``provision.executor.run_hosts``). Before a task needs
+the host's state, the state reads of every remaining task of that host are sent as ONE command
+whose output is framed by markers; the snapshot is used until something changes on the host, so
+an idempotent second run costs one round trip per host for all its reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import secrets
+import shlex
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from tabulate import tabulate
+
+from provision.errors import PatternError, ProvisionError
+from provision.executor import HostState, RunOptions, run_hosts
+from provision.inventory import Inventory
+from provision.modules import MODULES
+from provision.modules.base import ArgError, Context, ModuleError, Plan
+from provision.modules.facts import FACTS_SCRIPT, parse_facts
+from provision.patterns import select_hosts
+from provision.playbook import Play, Playbook, Task, load_playbook
+from provision.ssh import Session
+from provision.target import conn_spec
+from provision.templating import (
+    TemplateError,
+    Vars,
+    condition,
+    merge_vars,
+    render,
+    render_text,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 2
+EXIT_UNREACHABLE = 4
+
+
+@dataclass
+class ApplyOptions:
+    """Everything ``provision apply`` passes down from its command line."""
+
+    check: bool = False
+    diff: bool = False
+    limit: str | None = None
+    tags: tuple[str, ...] = ()
+    skip_tags: tuple[str, ...] = ()
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+    forks: int = 5
+    become: bool | None = None
+    become_password: str | None = field(default=None, repr=False)
+    known_hosts: tuple[str, ...] = ()
+    accept_new_host_keys: bool = False
+    connect_timeout: float = 10.0
+    command_timeout: float = 600.0
+    ssh_config_path: str | None = None
+    default_user: str | None = None
+    default_key: str | None = None
+    limit_base_dir: str = "."
+    # Live progress; called from worker threads, one call at a time (the engine serialises).
+    on_event: Callable[[Event], None] | None = None
+
+
+@dataclass
+class Event:
+    """Progress: ``status`` is "start" before a task, then ok/changed/skipped/failed."""
+
+    host: str
+    play: str
+    task: str
+    index: int  # 1-based position in the play's task list (handlers continue the count)
+    total: int
+    status: str
+    result: TaskResult | None = None
+
+
+@dataclass
+class TaskResult:
+    host: str
+    play: str
+    task: str
+    status: str  # ok | changed | skipped | failed
+    msg: str = ""
+    diff: str | None = None
+    changes: list[str] = field(default_factory=list)
+    ignored: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    unreachable: int = 0
+    failed: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass
+class PlaybookResult:
+    stats: dict[str, HostStats]
+    results: list[TaskResult]
+    host_reasons: dict[str, str] = field(default_factory=dict)  # why a host was not "ok"
+    aborted: str = ""
+    round_trips: dict[str, int] = field(default_factory=dict)  # remote commands per host
+    warnings: list[str] = field(default_factory=list)  # e.g. a play whose hosts match nothing
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.stats)
+
+    @property
+    def retry_text(self) -> str:
+        return retry_text(self.stats)
+
+
+class EngineError(ProvisionError):
+    """The playbook cannot run at all (no hosts matched a --limit, bad connection vars)."""
+
+
+# -- pure rendering of the end of a run -------------------------------------------------------
+
+
+def exit_code(stats: Mapping[str, HostStats]) -> int:
+    """Ansible's codes: 4 when a host was unreachable, else 2 when one failed, else 0."""
+    if any(s.unreachable for s in stats.values()):
+        return EXIT_UNREACHABLE
+    if any(s.failed for s in stats.values()):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def retry_text(stats: Mapping[str, HostStats]) -> str:
+    """Failed and unreachable hosts, one per line: usable as ``--limit @file``."""
+    names = [h for h, s in stats.items() if s.failed or s.unreachable]
+    return "".join(f"{name}\n" for name in names)
+
+
+def recap_lines(stats: Mapping[str, HostStats]) -> list[str]:
+    """``PLAY RECAP`` and one line per host, spaced like ansible-playbook's."""
+    lines = ["PLAY RECAP " + "*" * 69]
+    for host, s in stats.items():
+        lines.append(
+            f"{host:<26} : ok={s.ok:<4} changed={s.changed:<4} unreachable={s.unreachable:<4} "
+            f"failed={s.failed:<4} skipped={s.skipped:<4} rescued={s.rescued:<4} "
+            f"ignored={s.ignored:<4}".rstrip()
+        )
+    return lines
+
+
+def recap_table(stats: Mapping[str, HostStats]) -> str:
+    """The per-host recap as a table (tabulate)."""
+    rows = [
+        [h, s.ok, s.changed, s.failed, s.skipped, s.unreachable, s.ignored]
+        for h, s in stats.items()
+    ]
+    return tabulate(
+        rows,
+        headers=["host", "ok", "changed", "failed", "skipped", "unreachable", "ignored"],
+        tablefmt="simple",
+    )
+
+
+# -- selection helpers (pure) ----------------------------------------------------------------
+
+
+def task_selected(task: Task, tags: tuple[str, ...], skip_tags: tuple[str, ...]) -> bool:
+    """Ansible's --tags/--skip-tags: "always" runs unless skipped by name, "never" only when
+    asked for, "all" selects every task not tagged "never"."""
+    own = set(task.tags)
+    if skip_tags and own & set(skip_tags):
+        return False
+    if not tags:
+        return "never" not in own
+    wanted = set(tags)
+    if "always" in own:
+        return True
+    if "all" in wanted and "never" not in own:
+        return True
+    return bool(own & wanted)
+
+
+def batches(hosts: list[str], serial: list[int | str]) -> list[list[str]]:
+    """Split hosts into rollout batches: numbers, percentages, the last size repeating."""
+    if not serial:
+        return [hosts] if hosts else []
+    out: list[list[str]] = []
+    i = 0
+    step = 0
+    while i < len(hosts):
+        spec = serial[min(step, len(serial) - 1)]
+        if isinstance(spec, str):
+            size = max(1, math.floor(len(hosts) * float(spec[:-1]) / 100))
+        else:
+            size = spec
+        out.append(hosts[i : i + size])
+        i += size
+        step += 1
+    return out
+
+
+def frame_reads(scripts: list[str], token: str) -> str:
+    """One command that runs every state snippet in its own subshell between markers."""
+    parts = []
+    for k, script in enumerate(scripts):
+        parts.append(f"echo '@@{token} {k}'\n(\n{script}\n) </dev/null 2>/dev/null")
+    parts.append(f"echo '@@{token} end'")
+    return "\n".join(parts)
+
+
+def split_reads(stdout: str, token: str, count: int) -> list[str | None]:
+    """The output of :func:`frame_reads` -> each snippet's output (None where missing)."""
+    out: list[str | None] = [None] * count
+    current: int | None = None
+    buf: list[str] = []
+    for line in stdout.splitlines():
+        if line.startswith(f"@@{token} "):
+            if current is not None:
+                out[current] = "\n".join(buf)
+            tail = line.split(" ", 1)[1]
+            current = int(tail) if tail.isdigit() and int(tail) < count else None
+            buf = []
+        elif current is not None:
+            buf.append(line)
+    return out
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+class _TaskFailed(Exception):
+    def __init__(self, msg: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(msg)
+        self.data = data or {}
+
+
+@dataclass
+class _HostRun:
+    """One host's walk through one play (runs in a worker thread)."""
+
+    engine: _Engine
+    play: Play
+    host: str
+    stats: HostStats
+    runtime: dict[str, Any]
+    cache: dict[tuple[str, bool | None], str] = field(default_factory=dict)
+    failed: bool = False
+    session: Session | None = None
+
+    def vars(self) -> Vars:
+        inv_host = self.engine.inventory.hosts[self.host]
+        magic = {
+            "inventory_hostname": self.host,
+            "inventory_hostname_short": self.host.split(".")[0],
+            "group_names": sorted(g for g in inv_host.groups if g not in ("all", "ungrouped")),
+            "playbook_dir": self.engine.playbook.base_dir,
+            "ansible_check_mode": self.engine.options.check,
+            "ansible_diff_mode": self.engine.options.diff,
+        }
+        return merge_vars(
+            {**magic, **inv_host.vars},
+            self.play.vars,
+            self.runtime,
+            self.engine.options.extra_vars,
+        )
+
+    def become(self, task: Task) -> bool | None:
+        return task.become if task.become is not None else self.play.become
+
+    def run(self, session: Session) -> None:
+        self.session = session
+        if self.play.gather_facts and "ansible_facts" not in self.runtime:
+            try:
+                self.gather_facts()
+            except _TaskFailed as exc:
+                self.failed = True
+                self.stats.failed += 1
+                fail = TaskResult(self.host, self.play.name, "Gathering Facts", "failed", str(exc))
+                self.engine.record(fail)
+                return
+            self.stats.ok += 1  # counted like Ansible's "Gathering Facts" task
+            self.engine.record(TaskResult(self.host, self.play.name, "Gathering Facts", "ok"))
+        tasks = self.engine.selected_tasks(self.play)
+        total = len(tasks)
+        notified: set[str] = set()
+        for index, task in enumerate(tasks, 1):
+            result = self.run_task(task, index, total)
+            if result.status == "changed":
+                notified.update(task.notify)
+            if result.status == "failed" and not result.ignored:
+                self.failed = True
+                return
+        for handler in self.play.handlers:
+            if handler.name in notified or notified & set(handler.listen):
+                total += 1
+                result = self.run_task(handler, total, total)
+                if result.status == "changed":
+                    notified.update(handler.notify)  # a handler may notify a later handler
+                if result.status == "failed" and not result.ignored:
+                    self.failed = True
+                    return
+
+    def emit(self, task: Task, index: int, total: int, status: str, result: TaskResult | None):
+        self.engine.emit(Event(self.host, self.play.name, task.name, index, total, status, result))
+
+    def run_task(self, task: Task, index: int, total: int) -> TaskResult:
+        self.emit(task, index, total, "start", None)
+        try:
+            result = self.execute(task)
+        except _TaskFailed as exc:
+            msg = str(exc)
+            result = TaskResult(self.host, self.play.name, task.name, "failed", msg, data=exc.data)
+        except TemplateError as exc:  # undefined variable etc.: this task fails, not the run
+            result = TaskResult(self.host, self.play.name, task.name, "failed", str(exc))
+        if result.status == "failed" and task.ignore_errors:
+            result.ignored = True
+        if task.register:
+            self.runtime[task.register] = self.registered(result)
+        s = self.stats
+        if result.status == "failed":
+            if result.ignored:
+                s.ignored += 1
+                s.ok += 1
+            else:
+                s.failed += 1
+        elif result.status == "skipped":
+            s.skipped += 1
+        else:
+            s.ok += 1
+            if result.status == "changed":
+                s.changed += 1
+        self.engine.record(result)
+        self.emit(task, index, total, result.status, result)
+        return result
+
+    @staticmethod
+    def registered(result: TaskResult) -> dict[str, Any]:
+        data = dict(result.data)
+        data.update(
+            changed=result.status == "changed",
+            failed=result.status == "failed",
+            skipped=result.status == "skipped",
+            msg=result.msg,
+        )
+        return data
+
+    def execute(self, task: Task) -> TaskResult:
+        base = self.vars()
+        if task.vars:
+            base = base.child(task.vars)
+        if task.loop is None:
+            if not condition(task.when, base, task.where):
+                return self.skipped(task, "conditional result was false")
+            return self.execute_one(task, base)
+        items = render(task.loop, base, task.where)
+        if not isinstance(items, list):
+            raise _TaskFailed(f"{task.where}: loop must render to a list, got {items!r}")
+        results = []
+        for item in items:
+            item_vars = base.child({"item": item})
+            if not condition(task.when, item_vars, task.where):
+                results.append(self.skipped(task, "conditional result was false"))
+                continue
+            results.append(self.execute_one(task, item_vars))
+        if not results:
+            return self.skipped(task, "no items in loop")
+        statuses = [r.status for r in results]
+        data = {
+            "results": [
+                dict(self.registered(r), item=i) for r, i in zip(results, items, strict=True)
+            ]
+        }
+        if "failed" in statuses:
+            status = "failed"
+        elif "changed" in statuses:
+            status = "changed"
+        elif all(s == "skipped" for s in statuses):
+            status = "skipped"
+        else:
+            status = "ok"
+        msgs = [r.msg for r in results if r.status == "failed"]
+        diffs = [r.diff for r in results if r.diff]
+        return TaskResult(
+            self.host,
+            self.play.name,
+            task.name,
+            status,
+            "; ".join(msgs),
+            diff="".join(diffs) or None,
+            changes=[c for r in results for c in r.changes],
+            data=data,
+        )
+
+    def skipped(self, task: Task, why: str) -> TaskResult:
+        return TaskResult(self.host, self.play.name, task.name, "skipped", why)
+
+    def prepared(self, task: Task, variables: Vars) -> tuple[dict[str, Any], Context, str | None]:
+        """Rendered, typed, controller-prepared arguments, the context and the state script."""
+        module = MODULES[task.module]
+        opts = self.engine.options
+        ctx = Context(
+            check=opts.check,
+            diff=opts.diff,
+            no_log=task.no_log,
+            base_dir=self.engine.playbook.base_dir,
+            render=lambda text: render_text(text, variables, task.where),
+        )
+        rendered = render(task.args, variables, task.where)
+        try:
+            args = module.finalize(rendered)
+            args = module.prepare(args, ctx)
+            script = module.state_script(args, ctx)
+        except (ArgError, ModuleError) as exc:
+            raise _TaskFailed(f"{task.where}: {exc}") from None
+        return args, ctx, script
+
+    def read_state(self, task: Task, script: str) -> str:
+        key = (script, self.become(task))
+        if key in self.cache:
+            return self.cache[key]
+        tasks = self.engine.selected_tasks(self.play)
+        position = next((i for i, t in enumerate(tasks) if t is task), None)
+        after = position + 1 if position is not None else len(tasks)
+        (out,) = self.batch_read([script], key[1], after, task.where)
+        if out is None:
+            raise _TaskFailed(f"{task.where}: reading the host's state failed")
+        return out
+
+    def batch_read(
+        self, first: list[str], become: bool | None, after: int, where: str
+    ) -> list[str | None]:
+        """Run ``first`` plus the state reads of every task from position ``after`` on that can
+        be prepared now (same become, no loop) as ONE command; cache the task reads."""
+        scripts = list(first)
+        for other in self.engine.selected_tasks(self.play)[after:]:
+            if other.loop is not None or self.become(other) != become:
+                continue
+            try:
+                _, _, other_script = self.prepared(other, self.vars().child(other.vars))
+            except (ProvisionError, _TaskFailed):
+                continue  # needs a value not known yet (a registered result): read it later
+            if other_script and other_script not in scripts:
+                scripts.append(other_script)
+        token = secrets.token_hex(8)
+        assert self.session is not None
+        done = self.session.run(frame_reads(scripts, token), become=become)
+        outputs = split_reads(done.stdout, token, len(scripts))
+        if outputs[0] is None:
+            raise _TaskFailed(
+                f"{where}: reading the host's state failed (exit {done.exit_code}): "
+                f"{done.stderr.strip()[-300:]}"
+            )
+        for s, out in zip(scripts, outputs, strict=True):
+            if out is not None:
+                self.cache[(s, become)] = out
+        return outputs[: len(first)]
+
+    def gather_facts(self) -> None:
+        """Facts ride along with the first batch of state reads: no extra round trip."""
+        where = f"{self.play.file}:{self.play.line}: play '{self.play.name}': gathering facts"
+        (out,) = self.batch_read([FACTS_SCRIPT], self.play.become, 0, where)
+        facts = parse_facts(out or "")
+        self.runtime.update(facts)
+        self.runtime["ansible_facts"] = {k.removeprefix("ansible_"): v for k, v in facts.items()}
+
+    def execute_one(self, task: Task, variables: Vars) -> TaskResult:
+        module = MODULES[task.module]
+        args, ctx, script = self.prepared(task, variables)
+        state = self.read_state(task, script) if script else None
+        try:
+            plan = module.plan(args, state, ctx)
+        except (ArgError, ModuleError) as exc:
+            raise _TaskFailed(f"{task.where}: {exc}") from None
+        return self.carry_out(task, plan, variables)
+
+    def carry_out(self, task: Task, plan: Plan, variables: Vars) -> TaskResult:
+        opts = self.engine.options
+        data: dict[str, Any] = dict(plan.result)
+        diff = plan.diff if opts.diff else None
+        mk = lambda status, msg: TaskResult(  # noqa: E731
+            self.host, self.play.name, task.name, status, msg, diff, plan.changes, data=data
+        )
+        if not plan.changed:
+            return self.judge(task, mk("ok", plan.reason), variables)
+        if opts.check:
+            if not plan.predictable:
+                return mk("skipped", plan.reason)
+            return self.judge(task, mk("changed", "would " + "; ".join(plan.changes)), variables)
+        assert self.session is not None
+        rc, stdout, stderr = 0, "", ""
+        self.cache.clear()  # the host changes now: later tasks read afresh
+        for step in plan.steps:
+            done = self.session.run(step.script, stdin=step.stdin, become=self.become(task))
+            rc, stdout, stderr = done.exit_code, done.stdout, done.stderr
+            if rc != 0:
+                break
+        stdout, stderr = stdout.rstrip("\r\n"), stderr.rstrip("\r\n")  # as Ansible registers them
+        data.update(
+            rc=rc,
+            stdout=stdout,
+            stderr=stderr,
+            stdout_lines=stdout.splitlines(),
+            stderr_lines=stderr.splitlines(),
+        )
+        for line in stdout.splitlines():
+            if line.startswith("backup="):
+                data["backup_file"] = line.split("=", 1)[1]
+        if rc != 0:
+            detail = "output hidden (no_log: true)" if task.no_log else stderr.strip()[-500:]
+            result = mk("failed", f"{task.where}: exit status {rc}: {detail}")
+        else:
+            result = mk("changed", "; ".join(plan.changes))
+        return self.judge(task, result, variables)
+
+    def judge(self, task: Task, result: TaskResult, variables: Vars) -> TaskResult:
+        """Apply ``failed_when`` and ``changed_when`` with the registered result visible."""
+        if task.failed_when is None and task.changed_when is None:
+            return result
+        if result.status == "failed" and not result.data.get("rc"):
+            return result  # a failure before anything ran: conditions cannot rescue it
+        scope = variables.child({task.register: self.registered(result)} if task.register else {})
+        if task.failed_when is not None:
+            failed = condition(task.failed_when, scope, task.where)
+            if failed:
+                result.status = "failed"
+                result.msg = result.msg or f"{task.where}: failed_when condition holds"
+            elif result.status == "failed":
+                result.status = "changed" if task.module in ("command", "shell") else "ok"
+        if task.changed_when is not None and result.status in ("ok", "changed"):
+            changed = condition(task.changed_when, scope, task.where)
+            result.status = "changed" if changed else "ok"
+        return result
+
+
+class _Engine:
+    def __init__(self, inventory: Inventory, playbook: Playbook, options: ApplyOptions) -> None:
+        self.inventory = inventory
+        self.playbook = playbook
+        self.options = options
+        self.lock = threading.Lock()
+        self.results: list[TaskResult] = []
+        self.stats: dict[str, HostStats] = {}
+        self.runtime: dict[str, dict[str, Any]] = {}
+        self.reasons: dict[str, str] = {}
+        self.dead: set[str] = set()
+        self.round_trips: dict[str, int] = {}
+        self.warnings: list[str] = []
+
+    def emit(self, event: Event) -> None:
+        if self.options.on_event is not None:
+            with self.lock:
+                self.options.on_event(event)
+
+    def record(self, result: TaskResult) -> None:
+        with self.lock:
+            self.results.append(result)
+
+    def selected_tasks(self, play: Play) -> list[Task]:
+        o = self.options
+        return [t for t in play.tasks if task_selected(t, o.tags, o.skip_tags)]
+
+    def run(self) -> PlaybookResult:
+        opts = self.options
+        limit: set[str] | None = None
+        if opts.limit:
+            limit = set(select_hosts(self.inventory, opts.limit, opts.limit_base_dir))
+        aborted = ""
+        for play in self.playbook.plays:
+            try:
+                hosts = select_hosts(self.inventory, play.hosts, self.playbook.base_dir)
+            except PatternError as exc:  # like Ansible: warn and skip the play
+                self.warnings.append(f"{play.file}:{play.line}: play '{play.name}': {exc}")
+                continue
+            hosts = [h for h in hosts if (limit is None or h in limit) and h not in self.dead]
+            for host in hosts:
+                self.stats.setdefault(host, HostStats())
+                self.runtime.setdefault(host, {})
+            for batch in batches(hosts, play.serial):
+                failed = self.run_batch(play, batch)
+                pct = 100.0 * len(failed) / len(batch)
+                if play.max_fail_percentage is not None and pct > play.max_fail_percentage:
+                    aborted = (
+                        f"play '{play.name}': {len(failed)} of {len(batch)} hosts failed, more "
+                        f"than max_fail_percentage {play.max_fail_percentage:g}%"
+                    )
+                    break
+                if len(failed) == len(batch) and play.serial:
+                    aborted = f"play '{play.name}': every host of a batch failed"
+                    break
+            if aborted:
+                break
+        return PlaybookResult(
+            self.stats, self.results, self.reasons, aborted, self.round_trips, self.warnings
+        )
+
+    def run_batch(self, play: Play, batch: list[str]) -> list[str]:
+        opts = self.options
+        specs = []
+        for host in batch:
+            try:
+                spec = conn_spec(
+                    host,
+                    self.inventory.hosts[host].vars,
+                    ssh_config_path=opts.ssh_config_path,
+                    default_user=opts.default_user,
+                    default_key=opts.default_key,
+                    become=opts.become,
+                )
+            except ProvisionError as exc:
+                raise EngineError(str(exc)) from None
+            if play.become_user:
+                spec = dataclasses.replace(spec, become_user=play.become_user)
+            specs.append(spec)
+        runs = {h: _HostRun(self, play, h, self.stats[h], self.runtime[h]) for h in batch}
+        run_opts = RunOptions(
+            forks=opts.forks,
+            connect_timeout=opts.connect_timeout,
+            command_timeout=opts.command_timeout,
+            known_hosts=opts.known_hosts,
+            accept_new_host_keys=opts.accept_new_host_keys,
+            become_password=opts.become_password,
+        )
+        outcomes = run_hosts(specs, lambda session: runs[session.name].run(session), run_opts)
+        failed = []
+        for host, outcome in outcomes.items():
+            self.round_trips[host] = self.round_trips.get(host, 0) + outcome.round_trips
+            if outcome.state == HostState.OK:
+                if runs[host].failed:
+                    failed.append(host)
+                    self.dead.add(host)
+                continue
+            self.dead.add(host)
+            failed.append(host)
+            self.reasons[host] = outcome.reason
+            if outcome.state == HostState.FAILED:
+                self.stats[host].failed += 1
+            else:
+                self.stats[host].unreachable += 1
+        return failed
+
+
+def parse_extra_vars(values: list[str], base_dir: str = ".") -> dict[str, Any]:
+    """``-e`` values in order, later ones winning: ``k=v k2=v2`` (strings, split like a shell),
+    a YAML/JSON mapping (``'{"a": 1}'``), or ``@file`` (YAML/JSON, relative to ``base_dir``)."""
+    out: dict[str, Any] = {}
+    for value in values:
+        text = value.strip()
+        if text.startswith("@"):
+            path = os.path.join(base_dir, text[1:])
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    data = yaml.safe_load(fh)
+            except OSError as exc:
+                raise EngineError(f"-e {text}: cannot read {path}: {exc.strerror}") from None
+            except yaml.YAMLError as exc:
+                raise EngineError(f"-e {text}: invalid YAML: {exc}") from None
+            if not isinstance(data, dict):
+                raise EngineError(f"-e {text}: the file must hold a mapping")
+            out.update(data)
+        elif text.startswith(("{", "[")):
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise EngineError(f"-e: invalid YAML/JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise EngineError("-e: a YAML/JSON value must be a mapping")
+            out.update(data)
+        else:
+            try:
+                words = shlex.split(text)
+            except ValueError as exc:
+                raise EngineError(f"-e: cannot split {text!r}: {exc}") from None
+            for word in words:
+                key, sep, val = word.partition("=")
+                if not sep or not key:
+                    raise EngineError(f"-e: expected key=value, got {word!r}")
+                out[key] = val
+    return out
+
+
+def run_playbook(
+    inventory: Inventory, playbook_path: str, options: ApplyOptions | None = None
+) -> PlaybookResult:
+    """Load, validate and run a playbook. Raises PlaybookError/TemplateError-free validation
+    errors before any host is contacted; per-task errors end up in the result instead."""
+    playbook = load_playbook(playbook_path)
+    return run_loaded(inventory, playbook, options or ApplyOptions())
+
+
+def run_loaded(inventory: Inventory, playbook: Playbook, options: ApplyOptions) -> PlaybookResult:
+    """Run an already loaded playbook (``--syntax-check`` loads without running)."""
+    return _Engine(inventory, playbook, options).run()
+
+
+def list_tasks(playbook: Playbook, options: ApplyOptions | None = None) -> list[str]:
+    """``--list-tasks`` lines: play headers and the selected task names with their tags."""
+    o = options or ApplyOptions()
+    lines = []
+    for play in playbook.plays:
+        lines.append(f"play: {play.name} (hosts: {play.hosts})")
+        for task in play.tasks:
+            if task_selected(task, o.tags, o.skip_tags):
+                tags = f"\tTAGS: [{', '.join(task.tags)}]" if task.tags else ""
+                lines.append(f"  {task.name}{tags}")
+    return lines
+
+
+def list_hosts(inventory: Inventory, playbook: Playbook, options: ApplyOptions | None = None):
+    """``--list-hosts``: each play's name with the hosts it would run on."""
+    o = options or ApplyOptions()
+    limit = set(select_hosts(inventory, o.limit, o.limit_base_dir)) if o.limit else None
+    out: list[tuple[str, list[str]]] = []
+    for play in playbook.plays:
+        hosts = select_hosts(inventory, play.hosts, playbook.base_dir)
+        out.append((play.name, [h for h in hosts if limit is None or h in limit]))
+    return out
+
+
+__all__ = [
+    "ApplyOptions",
+    "Event",
+    "HostStats",
+    "PlaybookResult",
+    "TaskResult",
+    "TemplateError",
+    "exit_code",
+    "list_hosts",
+    "list_tasks",
+    "parse_extra_vars",
+    "recap_lines",
+    "recap_table",
+    "retry_text",
+    "run_loaded",
+    "run_playbook",
+]

@@ -1,0 +1,23 @@
+"""Modules the playbook engine knows, by name (see :mod:`provision.modules.base`)."""
+
+from __future__ import annotations
+
+from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step
+from provision.modules.commands import CommandModule, ShellModule
+from provision.modules.files import CopyModule, FileModule, JsonMergeModule, TemplateModule
+from provision.modules.service import ServiceModule
+
+MODULES: dict[str, Module] = {
+    m.name: m
+    for m in (
+        FileModule(),
+        CopyModule(),
+        TemplateModule(),
+        JsonMergeModule(),
+        CommandModule(),
+        ShellModule(),
+        ServiceModule(),
+    )
+}
+
+__all__ = ["MODULES", "Arg", "ArgError", "Context", "Module", "ModuleError", "Plan", "Step"]

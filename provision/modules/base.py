@@ -1,0 +1,312 @@
+"""The module framework: argument specs, pure plans, batched state reads, apply.
+
+A module never decides on the host. It declares its arguments (checked before anything runs),
+gives the engine a shell snippet that prints the state it needs (the engine batches the snippets
+of many tasks into ONE remote command, framed by markers), turns arguments + that recorded state
+into a :class:`Plan` (pure: the exact commands, or a no-op with its reason), and only then runs
+the plan's commands. Keeping ``plan`` pure is what makes spec tests and ``--check`` exact.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from provision.errors import ProvisionError
+from provision.shell import quote
+
+_TRUE = {"y", "yes", "on", "1", "true", "t"}
+_FALSE = {"n", "no", "off", "0", "false", "f"}
+
+
+class ModuleError(ProvisionError):
+    """A module refused to act (bad state on the host, invalid existing file); task fails."""
+
+
+class ArgError(ProvisionError):
+    """An argument has the wrong type or value; the caller adds file:line and the task."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument: ``type`` is one of str, int, bool, dict, list, mode, raw."""
+
+    name: str
+    type: str = "str"
+    required: bool = False
+    default: Any = None
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass
+class Step:
+    """One remote command of a plan; data travels on stdin, never in the command line."""
+
+    script: str
+    stdin: bytes | None = None
+
+
+@dataclass
+class Plan:
+    """What a task will do: ``changed`` with ``changes`` and ``steps``, or a no-op ``reason``.
+
+    ``predictable`` False means --check cannot say what would happen (command, shell): the task
+    is then skipped in check mode with ``reason``.
+    """
+
+    changed: bool
+    reason: str = ""
+    changes: list[str] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    diff: str | None = None
+    predictable: bool = True
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def noop(reason: str, **result: Any) -> Plan:
+    return Plan(changed=False, reason=reason, result=dict(result))
+
+
+@dataclass
+class Context:
+    """What a module may know besides its arguments (controller side)."""
+
+    check: bool = False
+    diff: bool = False
+    no_log: bool = False
+    base_dir: str = "."
+    render: Callable[[str], str] | None = None  # renders template text with the task's vars
+
+
+def mode_text(value: Any) -> str:
+    """Ansible's mode: "0644"/"644"/"u=rw" strings are octal; an int is the mode's value."""
+    if isinstance(value, bool):
+        raise ArgError(f"mode {value!r} is not a mode")
+    if isinstance(value, int):
+        return format(value, "o")
+    text = str(value).strip()
+    if text and all(c in "01234567" for c in text) and len(text) <= 5:
+        return format(int(text, 8), "o")
+    raise ArgError(f"mode {value!r} is not an octal mode like '0644'")
+
+
+def coerce(arg: Arg, value: Any) -> Any:
+    """Check and convert one rendered value; raises ArgError saying what is wrong."""
+    if value is None:
+        return None
+    t = arg.type
+    if t == "str":
+        if isinstance(value, dict | list):
+            raise ArgError(f"argument '{arg.name}' must be a string, got {type(value).__name__}")
+        value = str(value)
+    elif t == "int":
+        if isinstance(value, bool):
+            raise ArgError(f"argument '{arg.name}' must be an integer, got a boolean")
+        try:
+            value = int(str(value).strip())
+        except ValueError:
+            raise ArgError(f"argument '{arg.name}' must be an integer, got {value!r}") from None
+    elif t == "bool":
+        if not isinstance(value, bool):
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                value = True
+            elif text in _FALSE:
+                value = False
+            else:
+                raise ArgError(f"argument '{arg.name}' must be a boolean, got {value!r}")
+    elif t == "dict":
+        if not isinstance(value, dict):
+            raise ArgError(f"argument '{arg.name}' must be a mapping, got {type(value).__name__}")
+    elif t == "list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ArgError(f"argument '{arg.name}' must be a list, got {type(value).__name__}")
+    elif t == "mode":
+        try:
+            value = mode_text(value)
+        except ArgError as exc:
+            raise ArgError(f"argument '{arg.name}': {exc}") from None
+    if arg.choices and value not in arg.choices:
+        choices = ", ".join(str(c) for c in arg.choices)
+        raise ArgError(f"argument '{arg.name}' must be one of {choices}, got {value!r}")
+    return value
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+class Module:
+    """Base class; subclasses set ``name`` and ``spec`` and implement ``plan``."""
+
+    name = ""
+    spec: tuple[Arg, ...] = ()
+    free_form: str | None = None  # the argument a plain string value fills (command: ls -l)
+
+    def arg(self, name: str) -> Arg | None:
+        return next((a for a in self.spec if a.name == name), None)
+
+    def check_static(self, args: dict[str, Any]) -> None:
+        """Load-time checks: unknown and missing arguments, types of literal values."""
+        for key in args:
+            if self.arg(key) is None:
+                known = ", ".join(a.name for a in self.spec)
+                raise ArgError(f"module '{self.name}': unknown argument '{key}' (known: {known})")
+        for a in self.spec:
+            if a.required and args.get(a.name) is None:
+                raise ArgError(f"module '{self.name}': missing required argument '{a.name}'")
+            value = args.get(a.name)
+            if value is not None and not is_template(value) and not _has_template(value):
+                coerce(a, value)
+        self.check_combination(args)
+
+    def finalize(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Run-time: rendered arguments -> typed arguments with defaults filled in."""
+        out: dict[str, Any] = {}
+        for a in self.spec:
+            value = args.get(a.name)
+            if value is None:
+                if a.required:
+                    raise ArgError(f"module '{self.name}': missing required argument '{a.name}'")
+                out[a.name] = a.default
+            else:
+                out[a.name] = coerce(a, value)
+        self.check_combination(out)
+        return out
+
+    def check_combination(self, args: dict[str, Any]) -> None:
+        """Cross-argument rules (exactly one of content/src...); raise ArgError."""
+
+    def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        """Controller-side work before the state read (read src files, render templates)."""
+        return args
+
+    def state_script(self, args: dict[str, Any], ctx: Context) -> str | None:
+        """A POSIX sh snippet printing the state ``plan`` needs; None when none is needed."""
+        return None
+
+    def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        raise NotImplementedError
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_template(v) or is_template(k) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return is_template(value)
+
+
+# -- path state: one probe shared by file, copy, template and json_merge ------------------------
+
+
+def path_probe(path: str, *, content: bool = False) -> str:
+    """Print ``type=``, ``owner=``/``group=``/``mode=`` and, for files, ``sha256=`` (and the
+    content in base64 when asked) for ``path``; never fails, whatever the path is."""
+    p = quote(path)
+    lines = [
+        f"p={p}",
+        'if [ -L "$p" ]; then echo type=link; elif [ -d "$p" ]; then echo type=directory; '
+        'elif [ -f "$p" ]; then echo type=file; elif [ -e "$p" ]; then echo type=other; '
+        "else echo type=absent; fi",
+        'if [ -e "$p" ]; then stat -c "owner=%U" "$p"; stat -c "uid=%u" "$p"; '
+        'stat -c "group=%G" "$p"; stat -c "gid=%g" "$p"; stat -c "mode=%a" "$p"; fi',
+        'if [ -f "$p" ]; then echo "sha256=$(sha256sum < "$p" | cut -d" " -f1)"; fi',
+    ]
+    if content:
+        lines.append('if [ -f "$p" ]; then echo "content=$(base64 -w0 < "$p")"; fi')
+    return "\n".join(lines)
+
+
+def parse_probe(text: str | None) -> dict[str, str]:
+    """``key=value`` lines of :func:`path_probe` -> dict (``content`` decoded stays base64)."""
+    out: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value
+    out.setdefault("type", "absent")
+    return out
+
+
+def content_of(state: dict[str, str]) -> bytes | None:
+    if "content" not in state:
+        return None
+    return base64.b64decode(state["content"])
+
+
+def attr_changes(
+    path: str, state: dict[str, str], owner: str | None, group: str | None, mode: str | None
+) -> tuple[list[str], list[str]]:
+    """(changes, commands) that bring owner, group and mode of an existing path in line."""
+    changes: list[str] = []
+    commands: list[str] = []
+    p = quote(path)
+    if owner is not None and owner not in (state.get("owner"), state.get("uid")):
+        changes.append(f"owner {state.get('owner')} -> {owner}")
+        commands.append(f"chown {quote(owner)} {p}")
+    if group is not None and group not in (state.get("group"), state.get("gid")):
+        changes.append(f"group {state.get('group')} -> {group}")
+        commands.append(f"chgrp {quote(group)} {p}")
+    if mode is not None and int(mode, 8) != int(state.get("mode", "0") or "0", 8):
+        changes.append(f"mode {state.get('mode')} -> {mode}")
+        commands.append(f"chmod {quote(mode)} {p}")
+    return changes, commands
+
+
+def unified_diff(path: str, old: bytes | None, new: bytes | None, no_log: bool) -> str:
+    """A unified diff for --diff; secrets (no_log) and binary content are never shown."""
+    if no_log:
+        return f"--- {path}: diff suppressed (no_log: true)\n"
+    if (old is not None and b"\0" in old) or (new is not None and b"\0" in new):
+        return f"--- {path}: binary content differs\n"
+    before = [] if old is None else old.decode("utf-8", "replace").splitlines(keepends=True)
+    after = [] if new is None else new.decode("utf-8", "replace").splitlines(keepends=True)
+    lines = difflib.unified_diff(
+        before,
+        after,
+        fromfile="/dev/null" if old is None else f"{path} (before)",
+        tofile="/dev/null" if new is None else f"{path} (after)",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def atomic_write_script(
+    path: str,
+    *,
+    owner: str | None,
+    group: str | None,
+    mode: str | None,
+    backup: bool,
+) -> str:
+    """Write stdin to ``path`` atomically: temp file beside it, attributes, optional backup of
+    the old file, rename. Without an explicit mode a replaced file keeps its own attributes."""
+    p = quote(path)
+    parts = [
+        "set -e",
+        f"d={p}",
+        't=$(mktemp "$(dirname "$d")/.provision.XXXXXX")',
+        "trap 'rm -f \"$t\"' EXIT",
+        'cat > "$t"',
+        'if [ -e "$d" ]; then chown --reference="$d" "$t"; chmod --reference="$d" "$t"; '
+        'else chmod 644 "$t"; fi',
+    ]
+    if owner is not None:
+        parts.append(f'chown {quote(owner)} "$t"')
+    if group is not None:
+        parts.append(f'chgrp {quote(group)} "$t"')
+    if mode is not None:
+        parts.append(f'chmod {quote(mode)} "$t"')
+    if backup:
+        parts.append(
+            'if [ -f "$d" ]; then b="$d.$(date +%Y-%m-%d@%H:%M:%S)~"; '
+            'cp -p "$d" "$b"; echo "backup=$b"; fi'
+        )
+    parts.append('mv -f "$t" "$d"')
+    parts.append("trap - EXIT")
+    return "\n".join(parts)

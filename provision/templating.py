@@ -1,0 +1,235 @@
+"""Jinja2 for playbooks: StrictUndefined, lazily rendered variables, Ansible's bare conditions.
+
+Why lazy: play vars may refer to other vars (``dir: "{{ base }}/x"``), and an unused variable that
+cannot be rendered must not fail a task that never reads it. Variables are rendered when a
+template reads them, through a mapping handed to Jinja as its context parent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jinja2
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from provision.errors import ProvisionError
+from provision.shell import quote
+
+_TRUE = {"y", "yes", "on", "1", "true", "t"}
+_FALSE = {"n", "no", "off", "0", "false", "f", ""}
+
+
+class TemplateError(ProvisionError):
+    """A template cannot be rendered: undefined variable, syntax error, bad filter."""
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise jinja2.TemplateRuntimeError(f"{value!r} is not a boolean")
+
+
+def _mandatory(value: Any, msg: str | None = None) -> Any:
+    if isinstance(value, jinja2.Undefined):
+        raise jinja2.UndefinedError(msg or "mandatory variable is undefined")
+    return value
+
+
+def _regex_replace(value: Any, pattern: str, replacement: str = "") -> str:
+    return re.sub(pattern, replacement, str(value))
+
+
+def _make_env() -> jinja2.Environment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    env.filters.update(
+        {
+            "bool": _bool,
+            "quote": quote,
+            "to_json": lambda v, **kw: json.dumps(v, **kw),
+            "to_nice_json": lambda v, indent=4: json.dumps(v, indent=indent, sort_keys=True),
+            "from_json": json.loads,
+            "to_yaml": lambda v: yaml.safe_dump(v, default_flow_style=None),
+            "from_yaml": yaml.safe_load,
+            "b64encode": lambda v: base64.b64encode(str(v).encode()).decode(),
+            "b64decode": lambda v: base64.b64decode(str(v)).decode(),
+            "basename": os.path.basename,
+            "dirname": os.path.dirname,
+            "mandatory": _mandatory,
+            "regex_replace": _regex_replace,
+        }
+    )
+    env.tests.update(
+        {
+            "truthy": lambda v: bool(v),
+            "falsy": lambda v: not v,
+            "changed": lambda r: bool(isinstance(r, Mapping) and r.get("changed")),
+            "failed": lambda r: bool(isinstance(r, Mapping) and r.get("failed")),
+            "succeeded": lambda r: not (isinstance(r, Mapping) and r.get("failed")),
+            "skipped": lambda r: bool(isinstance(r, Mapping) and r.get("skipped")),
+        }
+    )
+    return env
+
+
+ENV = _make_env()
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+_UNDEFINED_RE = re.compile(r"'([^']+)' is undefined")
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        text = str(exc)
+        match = _UNDEFINED_RE.search(text)
+        if match:
+            return f"undefined variable '{match.group(1)}'"
+        return f"undefined variable: {text}"
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"template syntax error: {exc.message}"
+    return f"template error: {exc}"
+
+
+class Vars(Mapping[str, Any]):
+    """Merged variables that render template values on access (with a loop guard)."""
+
+    def __init__(self, layers: list[Mapping[str, Any]]) -> None:
+        merged: dict[str, Any] = {}
+        for layer in layers:  # lowest precedence first
+            merged.update(layer)
+        self.raw = merged
+        self._cache: dict[str, Any] = {}
+        self._busy: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._cache:
+            return self._cache[key]
+        if key not in self.raw:
+            if key in ENV.globals:
+                return ENV.globals[key]
+            raise KeyError(key)
+        if key in self._busy:
+            raise jinja2.TemplateRuntimeError(f"variable '{key}' refers to itself")
+        self._busy.add(key)
+        try:
+            value = _render_value(self.raw[key], self)
+        finally:
+            self._busy.discard(key)
+        self._cache[key] = value
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.raw or key in ENV.globals
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def child(self, extra: Mapping[str, Any]) -> Vars:
+        """These variables plus ``extra`` on top (loop ``item``, task vars)."""
+        return Vars([self.raw, extra])
+
+
+def merge_vars(
+    inventory: Mapping[str, Any],
+    play: Mapping[str, Any],
+    runtime: Mapping[str, Any],
+    extra: Mapping[str, Any],
+) -> Vars:
+    """Ansible's precedence, lowest first: inventory (group/host vars) < play vars <
+    registered results and facts < ``-e`` extra vars."""
+    return Vars([inventory, play, runtime, extra])
+
+
+# Exactly one expression and nothing around it (a trailing newline is content, so it counts).
+_SINGLE_EXPR = re.compile(r"\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}", re.S)
+
+
+def _evaluate(expr: str, variables: Mapping[str, Any]) -> Any:
+    """The native value of one Jinja expression (a list stays a list, a number a number)."""
+    template = ENV.from_string("{% set provision_result = (" + expr + ") %}")
+    module = template.make_module(vars=variables, shared=True)  # type: ignore[arg-type]
+    value = module.provision_result  # type: ignore[attr-defined]
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # StrictUndefined: raises, naming the variable
+    return value
+
+
+def _render_string(text: str, variables: Mapping[str, Any]) -> Any:
+    match = _SINGLE_EXPR.fullmatch(text)
+    if match:
+        return _evaluate(match.group("expr"), variables)
+    template = ENV.from_string(text)
+    ctx = template.new_context(vars=variables, shared=True)  # type: ignore[arg-type]
+    return jinja2.utils.concat(template.root_render_func(ctx))
+
+
+def _render_value(value: Any, variables: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        return _render_string(value, variables) if is_template(value) else value
+    if isinstance(value, list):
+        return [_render_value(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {_render_value(k, variables): _render_value(v, variables) for k, v in value.items()}
+    return value
+
+
+def render(value: Any, variables: Mapping[str, Any], where: str = "") -> Any:
+    """Render strings inside ``value`` (recursively); ``"{{ x }}"`` alone keeps x's type.
+
+    ``where`` ("FILE:LINE: task 'NAME'") prefixes the error, so an undefined variable names the
+    task and the variable.
+    """
+    try:
+        return _render_value(value, variables)
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:
+        raise TemplateError(f"{where}: {_describe(exc)}" if where else _describe(exc)) from None
+
+
+def render_text(text: str, variables: Mapping[str, Any], where: str = "") -> str:
+    """Render a whole template file's text (always a string)."""
+    try:
+        template = ENV.from_string(text)
+        ctx = template.new_context(vars=variables, shared=True)  # type: ignore[arg-type]
+        return jinja2.utils.concat(template.root_render_func(ctx))
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:
+        raise TemplateError(f"{where}: {_describe(exc)}" if where else _describe(exc)) from None
+
+
+def condition(expr: Any, variables: Mapping[str, Any], where: str = "") -> bool:
+    """Ansible's ``when``: a bare expression (``x == 1``), a ``{{ }}`` string, a bool, or a
+    list whose items must all hold."""
+    if isinstance(expr, list):
+        return all(condition(e, variables, where) for e in expr)
+    if isinstance(expr, bool):
+        return expr
+    if expr is None:
+        return True
+    text = str(expr).strip()
+    match = _SINGLE_EXPR.fullmatch(text)
+    if match:
+        text = match.group("expr")
+    try:
+        value = _evaluate(text, variables)
+        return _bool(value) if isinstance(value, str) else bool(value)
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:
+        prefix = f"{where}: " if where else ""
+        raise TemplateError(f"{prefix}condition {str(expr)!r}: {_describe(exc)}") from None

@@ -1,0 +1,120 @@
+"""STAND-IN for NVIDIA's NVML library (``libnvidia-ml.so.1``), built by the tests with gcc.
+
+The real ``pynvml`` inside the real probe loads it through ``LD_LIBRARY_PATH``; the GPU state
+comes from a scenario file named by ``NVML_STANDIN_SCENARIO`` (format in ``nvml_standin.c``).
+Nothing in Python is patched: only the hardware boundary is replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "nvml_standin.c")
+BUILD_ROOT = os.path.join(os.path.dirname(HERE), "build")  # gitignored (build/)
+
+GIB = 1024**3
+
+
+def build() -> str:
+    """Compile the stand-in once per source version; return the folder holding the library."""
+    with open(SOURCE, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()[:16]
+    out_dir = os.path.join(BUILD_ROOT, f"nvml-{digest}")
+    lib = os.path.join(out_dir, "libnvidia-ml.so.1")
+    if os.path.exists(lib):
+        return out_dir
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise RuntimeError("gcc is needed to build the NVML stand-in (Debian package gcc)")
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so")
+    os.close(fd)
+    try:
+        subprocess.run(
+            [gcc, "-shared", "-fPIC", "-O1", "-w", "-o", tmp, SOURCE],
+            check=True,
+            capture_output=True,
+        )
+        os.replace(tmp, lib)  # atomic: concurrent test runs never see half a library
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_dir
+
+
+def write_scenario(path: str, values: Mapping[str, object]) -> str:
+    with open(path, "w") as fh:
+        for key, value in values.items():
+            fh.write(f"{key}={value}\n")
+    return path
+
+
+def env_for(lib_dir: str | None, scenario_path: str | None) -> dict[str, str]:
+    """Environment for a probe subprocess using the stand-in (lib_dir None: no NVML at all)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH",)}
+    if lib_dir is not None:
+        env["LD_LIBRARY_PATH"] = lib_dir
+    if scenario_path is not None:
+        env["NVML_STANDIN_SCENARIO"] = scenario_path
+    return env
+
+
+def healthy_gpu(i: int, name: str = "NVIDIA RTX A6000") -> dict[str, object]:
+    return {
+        f"gpu{i}.name": name,
+        f"gpu{i}.uuid": f"GPU-{i:08x}-1111-2222-3333-444455556666",
+        f"gpu{i}.mem_total": 48 * GIB,
+        f"gpu{i}.mem_used": 512 * 1024 * 1024,
+        f"gpu{i}.util_gpu": 0,
+        f"gpu{i}.util_mem": 0,
+        f"gpu{i}.temp": 34,
+        f"gpu{i}.power": 21500,
+        f"gpu{i}.persistence": 1,
+        f"gpu{i}.ecc_unc": 0,
+        f"gpu{i}.remap": "0,0,0,0",
+        f"gpu{i}.retired_pending": 0,
+        f"gpu{i}.pcie_cur": 16,
+        f"gpu{i}.pcie_max": 16,
+        f"gpu{i}.clocks": "0x1",
+        f"gpu{i}.procs": "",
+    }
+
+
+BASE = {"init": 0, "driver": "550.54.15", "nvml": "12.550.54.15", "cuda": 12040}
+
+
+def scenario(kind: str, pids: tuple[int, ...] = ()) -> dict[str, object]:
+    """The named scenarios of issue 3 (``pids``: real processes for "busy")."""
+    two = {**BASE, "count": 2, **healthy_gpu(0), **healthy_gpu(1)}
+    if kind == "no_driver":
+        return {"init": "!9"}
+    if kind == "no_gpu":
+        return {**BASE, "count": 0}
+    if kind == "healthy":
+        return two
+    if kind == "mismatch":
+        return {"init": "!18"}
+    if kind == "lost_gpu":
+        return {**two, "gpu1.handle": "!15"}
+    if kind == "ecc":
+        return {**two, "gpu0.ecc_unc": 3, "gpu1.remap": "0,0,1,0"}
+    if kind == "unsupported":
+        out = {**BASE, "count": 1, **healthy_gpu(0, "NVIDIA GeForce RTX 3090")}
+        for field in ("ecc_unc", "remap", "retired_pending", "power", "persistence", "clocks"):
+            out[f"gpu0.{field}"] = "!3"
+        return out
+    if kind == "busy":
+        procs = ",".join(f"{pid}:{(4 + n) * GIB}" for n, pid in enumerate(pids))
+        return {
+            **two,
+            "gpu0.procs": procs,
+            "gpu0.util_gpu": 97,
+            "gpu0.mem_used": 20 * GIB,
+        }
+    raise KeyError(kind)

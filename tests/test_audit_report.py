@@ -1,0 +1,184 @@
+"""Report formats and exit codes (pure) and the audit over real sshd lab hosts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+
+import pytest
+
+from provision.audit import assemble, audit_task, render
+from provision.audit.checks import GIB, Status
+from provision.audit.report import exit_code, host_report
+from provision.audit.settings import AuditSettings, settings_for
+from provision.executor import HostOutcome, HostState, RunOptions, run_hosts
+from tests.conftest import need
+from tests.lab.fixtures import *  # noqa: F403
+from tests.lab.sshd import JUNK_MARK
+from tests.standins import nvml
+
+BASE = {
+    "host": {"nouveau_loaded": False, "ntp_synced": True},
+    "nvidia": {"pci_gpus": [], "nvml": "no driver", "gpus": []},
+    "docker": {"installed": False},
+    "disk": [{"path": "/", "role": "root", "total": 100 * GIB, "free": 50 * GIB}],
+}
+
+
+def report_with(status_facts: dict | None, name: str = "h", state: str = "ok", reason: str = ""):
+    return host_report(name, state, status_facts, reason, AuditSettings())
+
+
+def warn_facts() -> dict:
+    return {**BASE, "host": {**BASE["host"], "reboot_required": True}}
+
+
+def fail_facts() -> dict:
+    return {**BASE, "host": {**BASE["host"], "nouveau_loaded": True}}
+
+
+@pytest.mark.parametrize(
+    ("kinds", "fail_on", "code"),
+    [
+        (["ok"], "warn", 0),
+        (["ok", "warn"], "warn", 1),
+        (["warn", "fail"], "warn", 2),
+        (["fail", "unreachable"], "warn", 3),
+        (["ok", "unknown"], "warn", 3),
+        (["warn"], "fail", 0),
+        (["warn", "fail"], "fail", 2),
+        (["fail"], "unknown", 0),
+        (["unreachable"], "unknown", 3),
+        (["unreachable"], "never", 0),
+    ],
+)
+def test_exit_codes(kinds, fail_on, code) -> None:
+    make = {
+        "ok": lambda: report_with(BASE),
+        "warn": lambda: report_with(warn_facts()),
+        "fail": lambda: report_with(fail_facts()),
+        "unreachable": lambda: report_with(None, state="unreachable", reason="refused"),
+        "unknown": lambda: report_with(None, state="failed", reason="garbage"),
+    }
+    reports = [make[k]() for k in kinds]
+    assert exit_code(reports, fail_on) == code
+
+
+def test_states_map_to_statuses() -> None:
+    assert report_with(None, state="timed out").status is Status.UNREACHABLE
+    assert report_with(None, state="host key refused").status is Status.UNREACHABLE
+    assert report_with(None, state="failed", reason="no probe answer").status is Status.UNKNOWN
+
+
+def reports_for_formats():
+    return [
+        report_with(BASE, "ok-host"),
+        report_with(fail_facts(), "bad|host"),
+        report_with(None, "down", "unreachable", "connection refused"),
+    ]
+
+
+def test_json_document() -> None:
+    doc = json.loads(render(reports_for_formats(), "json"))
+    assert doc["schema_version"] == 1
+    assert doc["summary"]["hosts"] == 3
+    assert doc["summary"]["by_status"]["UNREACHABLE"] == 1
+    assert doc["summary"]["exit_code"] == 3
+    hosts = {h["host"]: h for h in doc["hosts"]}
+    assert hosts["down"]["facts"] is None and hosts["down"]["reason"] == "connection refused"
+    assert {c["id"] for c in hosts["bad|host"]["checks"]} >= {"nouveau", "disk:/"}
+    nouveau = next(c for c in hosts["bad|host"]["checks"] if c["id"] == "nouveau")
+    assert nouveau["status"] == "FAIL" and nouveau["remediation"]
+
+
+def test_csv_and_markdown() -> None:
+    reports = reports_for_formats()
+    rows = list(csv.DictReader(io.StringIO(render(reports, "csv"))))
+    assert {r["host"] for r in rows} == {"ok-host", "bad|host", "down"}
+    assert any(r["check"] == "nouveau" and r["status"] == "FAIL" for r in rows)
+    md = render(reports, "markdown", details=True)
+    assert "bad\\|host" in md  # pipes escaped
+    assert "### down: UNREACHABLE" in md
+
+
+def test_table_fits_and_colour_only_when_asked() -> None:
+    reports = reports_for_formats()
+    plain = render(reports)
+    assert "\033[" not in plain
+    assert all(len(line) <= 100 for line in plain.splitlines())
+    assert "UNREACH" in plain and "connection refused" in plain
+    coloured = render(reports, colour=True)
+    assert "\033[31mFAIL\033[0m" in coloured
+    detailed = render(reports, details=True)
+    assert "== bad|host: FAIL" in detailed
+    with pytest.raises(ValueError):
+        render(reports, "yaml")
+
+
+def test_assemble_from_outcomes_adds_drift() -> None:
+    def gpu_facts(driver):
+        return {**BASE, "nvidia": {**BASE["nvidia"], "nvml": "ok", "driver_version": driver}}
+
+    outcomes = {
+        "a": HostOutcome("a", HostState.OK, gpu_facts("550.54.15")),
+        "b": HostOutcome("b", HostState.OK, gpu_facts("550.54.15")),
+        "c": HostOutcome("c", HostState.OK, gpu_facts("535.161.08")),
+        "d": HostOutcome("d", HostState.TIMED_OUT, reason="timed out after 5s"),
+    }
+    reports = assemble(outcomes, AuditSettings())
+    by = {r.host: r for r in reports}
+    assert any(c.id == "driver.drift" and c.status is Status.WARN for c in by["c"].checks)
+    assert by["d"].status is Status.UNREACHABLE
+
+
+@pytest.mark.lab
+def test_audit_over_sshd_lab(sshd_lab_factory, tmp_path) -> None:
+    """Real sshd hosts, each with its own NVML stand-in scenario; a junk host and a closed one."""
+    need(shutil.which("gcc") is not None, "needs gcc (Debian package gcc)")
+    lib = nvml.build()
+    scen = {
+        "lab01": nvml.write_scenario(str(tmp_path / "healthy"), nvml.scenario("healthy")),
+        "lab02": nvml.write_scenario(str(tmp_path / "mismatch"), nvml.scenario("mismatch")),
+        "fault-junk": nvml.write_scenario(str(tmp_path / "ecc"), nvml.scenario("ecc")),
+    }
+    extra = {
+        name: [f"SetEnv LD_LIBRARY_PATH={lib} NVML_STANDIN_SCENARIO={path}"]
+        for name, path in scen.items()
+    }
+    extra["lab03"] = ["ForceCommand printf 'garbage \\377\\376 not a probe'"]
+    lab = sshd_lab_factory(n=3, faults=["junk", "closed", "hang"], extra_config=extra)
+    hang = lab.host("hang")
+    cache = str(tmp_path / "cache")
+    settings = {h.name: settings_for({"audit_cache_dir": cache}) for h in lab.hosts}
+    opts = RunOptions(known_hosts=(lab.known_hosts,), connect_timeout=5, command_timeout=60)
+    others = [h for h in lab.hosts if h is not hang]
+    outcomes = run_hosts(lab.specs(others), audit_task(settings), opts)
+    quick = RunOptions(known_hosts=(lab.known_hosts,), connect_timeout=2, command_timeout=2)
+    outcomes.update(run_hosts(lab.specs([hang]), audit_task(settings), quick))
+    reports = {r.host: r for r in assemble(outcomes, settings)}
+    assert reports["fault-hang"].status is Status.UNREACHABLE
+    assert reports["fault-hang"].state == "timed out"
+    garbage = reports["lab03"]
+    assert garbage.status is Status.UNKNOWN
+    assert "no probe answer" in garbage.reason
+    assert reports["lab01"].facts["nvidia"]["gpu_count"] == 2
+    assert reports["lab02"].facts["nvidia"]["nvml"] == "mismatch"
+    assert any(
+        c.id == "driver.mismatch" and c.status is Status.FAIL for c in reports["lab02"].checks
+    )
+    # MOTD junk before the probe's answer does not matter
+    junk = reports["fault-junk"]
+    assert junk.facts is not None
+    assert any(c.id == "gpu.memory_errors" and c.status is Status.FAIL for c in junk.checks)
+    assert reports["fault-closed"].status is Status.UNREACHABLE
+    assert exit_code(list(reports.values())) == 3
+    # warm run: the cached probe answers in one round trip per host
+    again = run_hosts(lab.specs(lab.ok_hosts[:2]), audit_task(settings), opts)
+    assert {o.round_trips for o in again.values()} == {1}
+    assert os.path.isdir(cache)
+    table = render(list(reports.values()))
+    assert JUNK_MARK not in table
+    assert "2x RTX A6000" in table
