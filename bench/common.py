@@ -29,6 +29,7 @@ class Sample:
     cpu: float
     maxrss_mb: float
     rc: int
+    ok: bool  # the exit code was one the tool gives on success (audit grades exit 0-3)
 
 
 def measure(
@@ -47,7 +48,8 @@ def measure(
         print(
             f"warning: {tool} exited {rc}: " + "\n  ".join(bad[:6] or [out[-300:]]), file=sys.stderr
         )
-    return Sample(tool, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, rc)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Sample(tool, wall, cpu, usage.ru_maxrss / 1024, rc, rc in ok_codes)
 
 
 def tool_env(lab: SshdLab, tmp: str) -> dict[str, str]:
@@ -99,7 +101,7 @@ def report(samples: list[Sample], hosts: int, extra: dict[str, Any]) -> tuple[st
         cpu = statistics.median(s.cpu for s in mine)
         rss = max(s.maxrss_mb for s in mine)
         base = base or (wall, cpu)
-        ok = all(s.rc == 0 for s in mine)
+        ok = all(s.ok for s in mine)
         result["tools"][tool] = {
             "wall_s": wall,
             "cpu_s": cpu,

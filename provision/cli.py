@@ -194,6 +194,11 @@ def _add_apply_options(p: argparse.ArgumentParser) -> None:
         metavar="VARS",
         help="k=v pairs, YAML/JSON, or @file; later ones win",
     )
+    g.add_argument(
+        "--allow-reboot",
+        action="store_true",
+        help="let reboot tasks reboot hosts that need it (sets allow_reboot=true)",
+    )
     g.add_argument("--syntax-check", action="store_true", help="validate the playbook and stop")
     g.add_argument("--list-tasks", action="store_true", help="list the tasks that would run")
     g.add_argument("--list-hosts", action="store_true", help="list the hosts of each play")
@@ -525,7 +530,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         limit=args.limit,
         tags=_split_tags(args.tags),
         skip_tags=_split_tags(args.skip_tags),
-        extra_vars=engine.parse_extra_vars(args.extra_vars, base_dir=os.getcwd()),
+        extra_vars={
+            **engine.parse_extra_vars(args.extra_vars, base_dir=os.getcwd()),
+            **({"allow_reboot": True} if args.allow_reboot else {}),
+        },
         forks=max(1, args.forks),
         become=args.become,
         known_hosts=tuple(args.known_hosts),

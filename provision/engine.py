@@ -24,7 +24,7 @@ from tabulate import tabulate
 from provision.errors import PatternError, ProvisionError
 from provision.executor import HostState, RunOptions, run_hosts
 from provision.inventory import Inventory
-from provision.modules import MODULES
+from provision.modules import MODULES, TaskSkipped
 from provision.modules.base import ArgError, Context, ModuleError, Plan
 from provision.modules.facts import FACTS_SCRIPT, parse_facts
 from provision.patterns import select_hosts
@@ -480,9 +480,45 @@ class _HostRun:
         state = self.read_state(task, script) if script else None
         try:
             plan = module.plan(args, state, ctx)
+        except TaskSkipped as exc:
+            return self.skipped(task, str(exc))
         except (ArgError, ModuleError) as exc:
             raise _TaskFailed(f"{task.where}: {exc}") from None
+        if plan.changed and not self.engine.options.check and hasattr(module, "execute"):
+            return self.carry_out_controller(task, module, args, plan, variables)
         return self.carry_out(task, plan, variables)
+
+    def carry_out_controller(
+        self, task: Task, module: Any, args: dict[str, Any], plan: Plan, variables: Vars
+    ) -> TaskResult:
+        """A module that needs the controller while it acts (reboot: wait, reconnect)."""
+        assert self.session is not None
+        self.cache.clear()
+        try:
+            data = module.execute(args, plan, self.session, self.reconnect, self.become(task))
+        except TaskSkipped as exc:
+            return self.skipped(task, str(exc))
+        except ModuleError as exc:
+            failed = TaskResult(
+                self.host, self.play.name, task.name, "failed", f"{task.where}: {exc}"
+            )
+            return self.judge(task, failed, variables)
+        result = TaskResult(
+            self.host,
+            self.play.name,
+            task.name,
+            "changed",
+            "; ".join(plan.changes),
+            changes=plan.changes,
+            data={**plan.result, **data},
+        )
+        if self.play.gather_facts:  # the kernel may be new after a reboot: read facts again
+            self.gather_facts()
+        return self.judge(task, result, variables)
+
+    def reconnect(self) -> None:
+        """Open this host's connection again (after a reboot), in place."""
+        self.session.reopen()
 
     def carry_out(self, task: Task, plan: Plan, variables: Vars) -> TaskResult:
         opts = self.engine.options

@@ -78,6 +78,7 @@ class Session(Protocol):
     ) -> CommandResult: ...
 
     def put(self, data: bytes, path: str, mode: int = 0o644) -> None: ...
+    def reopen(self) -> Session: ...
 
     def close(self) -> None: ...
 
@@ -340,6 +341,12 @@ class SSHSession(_BaseSession):
     @property
     def transport(self) -> Any:
         return self.connection.transport if self.connection is not None else None
+
+    def reopen(self) -> SSHSession:
+        """A fresh connection in place of this one (after a reboot); host keys checked again."""
+        self.close()
+        self.connection, self._sock, self._jumps, self._closed = None, None, [], False
+        return self.open()
 
     def open(self) -> SSHSession:
         """Connect, verify the host key, authenticate; raise a typed error on any failure."""
@@ -642,6 +649,9 @@ class LocalSession(_BaseSession):
         return getpass.getuser()
 
     def open(self) -> LocalSession:
+        return self
+
+    def reopen(self) -> LocalSession:
         return self
 
     def _exec(self, shown: str, wire: str, data: bytes | None, timeout: float) -> CommandResult:

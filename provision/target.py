@@ -13,9 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from provision.errors import ConfigError
-
-_TRUE = {"y", "yes", "on", "1", "true", "t"}
-_FALSE = {"n", "no", "off", "0", "false", "f", ""}
+from provision.varparse import to_bool
 
 
 @dataclass(frozen=True)
@@ -31,18 +29,6 @@ class ConnSpec:
     connection: str
     become: bool
     become_user: str
-
-
-def to_bool(value: Any, what: str = "value") -> bool:
-    """Ansible's ``boolean()``: yes/no/on/off/true/false/1/0 (any case), else an error."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"{what}: {value!r} is not a boolean")
 
 
 def _first(hostvars: dict, *keys: str) -> Any:

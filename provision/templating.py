@@ -18,11 +18,9 @@ import jinja2
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from provision.errors import ProvisionError
+from provision.errors import ConfigError, ProvisionError
 from provision.shell import quote
-
-_TRUE = {"y", "yes", "on", "1", "true", "t"}
-_FALSE = {"n", "no", "off", "0", "false", "f", ""}
+from provision.varparse import to_bool
 
 
 class TemplateError(ProvisionError):
@@ -30,14 +28,11 @@ class TemplateError(ProvisionError):
 
 
 def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise jinja2.TemplateRuntimeError(f"{value!r} is not a boolean")
+    """The ``bool`` filter: Ansible's boolean rule, failing as a template error."""
+    try:
+        return to_bool(value)
+    except ConfigError as exc:
+        raise jinja2.TemplateRuntimeError(str(exc)) from None
 
 
 def _mandatory(value: Any, msg: str | None = None) -> Any:

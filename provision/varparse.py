@@ -15,6 +15,8 @@ import shlex
 import warnings
 from typing import Any
 
+from provision.errors import ConfigError
+
 __all__ = ["parse_value", "split_host_line", "split_var_line"]
 
 
@@ -73,3 +75,19 @@ def split_var_line(line: str) -> tuple[str, str] | None:
         return None
     key, value = line.split("=", 1)
     return key.strip(), value.strip()
+
+
+_TRUE = {"y", "yes", "on", "1", "true", "t"}
+_FALSE = {"n", "no", "off", "0", "false", "f", ""}
+
+
+def to_bool(value: Any, what: str = "value") -> bool:
+    """Ansible's ``boolean()``: yes/no/on/off/true/false/1/0 (any case), else an error."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{what}: {value!r} is not a boolean")

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from provision.errors import ConfigError
-from provision.target import conn_spec, parse_proxy_jump, to_bool
+from provision.target import conn_spec, parse_proxy_jump
+from provision.varparse import to_bool
 
 SSH_CONFIG = """\
 Host ws*

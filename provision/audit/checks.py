@@ -495,12 +495,17 @@ def _xids(facts: Mapping[str, Any], gpu_host: bool) -> list[CheckResult]:
     ]
 
 
+# The audit user cannot reach /var/run/docker.sock: nothing is known about images or runtimes.
+DOCKER_ACCESS_FIX = "audit with --become, or add the audit user to the docker group"
+
+
 def _docker(facts: Mapping[str, Any], settings: AuditSettings, gpu_host: bool) -> list[CheckResult]:
     dk = facts.get("docker") or {}
     nv = facts.get("nvidia") or {}
     out = []
     needed = gpu_host or bool(settings.required_images)
     running = dk.get("daemon_running")
+    denied = bool(dk.get("daemon_access_denied"))
     if not dk.get("installed"):
         status = Status.FAIL if needed else Status.SKIP
         out.append(
@@ -509,6 +514,15 @@ def _docker(facts: Mapping[str, Any], settings: AuditSettings, gpu_host: bool) -
                 status,
                 "Docker not installed",
                 remediation="provision apply (docker role)" if needed else "",
+            )
+        )
+    elif not running and denied:
+        out.append(
+            CheckResult(
+                "docker.daemon",
+                Status.UNKNOWN,
+                dk.get("daemon_error") or "no access to the Docker daemon",
+                remediation=DOCKER_ACCESS_FIX,
             )
         )
     elif not running:
@@ -530,7 +544,16 @@ def _docker(facts: Mapping[str, Any], settings: AuditSettings, gpu_host: bool) -
         )
     if gpu_host:
         runtimes = dk.get("runtimes") or []
-        if not running:
+        if not running and denied:
+            out.append(
+                CheckResult(
+                    "docker.gpu_runtime",
+                    Status.UNKNOWN,
+                    "Docker runtimes unreadable: no access to the Docker daemon",
+                    remediation=DOCKER_ACCESS_FIX,
+                )
+            )
+        elif not running:
             out.append(CheckResult("docker.gpu_runtime", Status.SKIP, "Docker daemon not running"))
         elif "nvidia" in runtimes:
             ctk = dk.get("nvidia_ctk")
@@ -557,6 +580,17 @@ def _docker(facts: Mapping[str, Any], settings: AuditSettings, gpu_host: bool) -
     host_cuda = version_tuple(nv.get("cuda_version"))
     for ref in settings.required_images:
         img = images.get(ref)
+        if not running and denied:
+            out.append(
+                CheckResult(
+                    "docker.image",
+                    Status.UNKNOWN,
+                    f"{ref}: unknown (no access to the Docker daemon)",
+                    ref,
+                    DOCKER_ACCESS_FIX,
+                )
+            )
+            continue
         if not running:
             out.append(
                 CheckResult(

@@ -15,6 +15,7 @@ import json
 import re
 from typing import Any
 
+from provision.audit.probe import empty_docker_facts
 from provision.shell import join, quote
 
 DEGRADED_NOTE = "python3 missing: degraded audit via nvidia-smi"
@@ -311,18 +312,7 @@ def facts_from_sections(
         nvidia["driver_version"] = header["driver"] or (gpus[0]["driver_version"] if gpus else None)
         if kmod and nvidia["driver_version"]:
             nvidia["mismatch"] = kmod != nvidia["driver_version"]
-    docker: dict[str, Any] = {
-        "installed": code("docker_info") != 127,
-        "client_version": None,
-        "daemon_running": False,
-        "daemon_error": None,
-        "server_version": None,
-        "data_root": None,
-        "runtimes": [],
-        "default_runtime": None,
-        "nvidia_ctk": None,
-        "images": [],
-    }
+    docker = empty_docker_facts(code("docker_info") != 127)
     raw = text("docker_info")
     start = raw.find("{")
     info: dict[str, Any] = {}

@@ -45,7 +45,9 @@ HEADERS = (
     "ISSUES",
 )
 # Columns that may be cut to fit the width, first cut first, with their minimum width.
-SHRINKABLE = ((10, 30), (4, 14), (0, 10), (6, 8), (10, 12), (4, 6), (0, 6))
+# (column, narrowest) in the order they give way; the host name (column 0) never does: a cut
+# name is useless to an admin, so a lab with very long names gets a wider table instead.
+SHRINKABLE = ((10, 30), (4, 14), (6, 8), (10, 12), (4, 6), (10, 8))
 COLOURS = {
     Status.OK: "\033[32m",
     Status.WARN: "\033[33m",
@@ -211,7 +213,7 @@ def docker_cell(facts: Mapping[str, Any] | None) -> str:
     if not dk.get("installed"):
         return "none"
     if not dk.get("daemon_running"):
-        return "down"
+        return "denied" if dk.get("daemon_access_denied") else "down"
     return "nvidia" if "nvidia" in (dk.get("runtimes") or []) else "no-rt"
 
 

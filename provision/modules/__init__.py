@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from provision.modules.apt import AptModule
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step
 from provision.modules.commands import CommandModule, ShellModule
 from provision.modules.files import CopyModule, FileModule, JsonMergeModule, TemplateModule
+from provision.modules.reboot import RebootModule, TaskSkipped
 from provision.modules.service import ServiceModule
 
 MODULES: dict[str, Module] = {
@@ -17,7 +19,19 @@ MODULES: dict[str, Module] = {
         CommandModule(),
         ShellModule(),
         ServiceModule(),
+        AptModule(),
+        RebootModule(),
     )
 }
 
-__all__ = ["MODULES", "Arg", "ArgError", "Context", "Module", "ModuleError", "Plan", "Step"]
+__all__ = [
+    "MODULES",
+    "Arg",
+    "ArgError",
+    "Context",
+    "Module",
+    "ModuleError",
+    "Plan",
+    "Step",
+    "TaskSkipped",
+]

@@ -1,0 +1,136 @@
+"""Side-by-side benchmark of fact gathering: `provision audit` vs `ansible -m setup` vs pyinfra.
+
+    python -m bench.audit --hosts 50 --repeat 3
+
+Starts N real OpenSSH daemons with the test harness, then gathers facts on every host with each
+tool in turn, alternating within every repetition. provision's first (cold) run ships and caches
+the probe and is reported apart; the repetitions that follow are warm, as on every later audit.
+Round trips per host come from provision's own JSON report (counted by its SSH layer); the sshd
+logs give the number of SSH connections each host accepted during one warm run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from bench.common import HERE, measure, pyinfra_inventory, report, tool_env, which
+from tests.lab.sshd import SshdLab
+
+# The nine facts of field notes section 8, as pyinfra names them.
+PYINFRA_FACTS = [
+    "server.Hostname",
+    "server.Kernel",
+    "server.OsRelease",
+    "server.Uptime",
+    "server.Mounts",
+    "server.KernelModules",
+    "server.RebootRequired",
+    "server.Which",
+    "command=nvidia-smi",
+]
+AUDIT_CODES = (0, 1, 2, 3)  # graded results; the hosts here have no GPU and no Docker daemon
+
+
+def tools(inventory: str, py_inventory: str, n: int) -> dict[str, list[str]]:
+    cmds = {
+        "provision audit (warm)": [
+            sys.executable,
+            "-m",
+            "provision",
+            "audit",
+            inventory,
+            "-f",
+            str(n),
+            "--format",
+            "json",
+        ],
+    }
+    ansible, pyinfra = which("ansible"), which("pyinfra")
+    if ansible:
+        cmds["ansible -m setup"] = [ansible, "all", "-i", inventory, "-m", "setup", "-f", str(n)]
+    if pyinfra:
+        cmds["pyinfra fact (9 facts)"] = [
+            pyinfra,
+            py_inventory,
+            "-y",
+            "--parallel",
+            str(n),
+            "fact",
+            *PYINFRA_FACTS,
+        ]
+    return cmds
+
+
+def accepted_connections(lab: SshdLab) -> dict[str, int]:
+    """Per host, how many SSH logins its sshd accepted (from the daemon's own log)."""
+    out = {}
+    for host in lab.hosts:
+        try:
+            with open(os.path.join(host.dir, "sshd.log"), errors="replace") as fh:
+                out[host.name] = sum(1 for line in fh if "Accepted publickey" in line)
+        except OSError:
+            out[host.name] = -1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=50)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args(argv)
+
+    samples = []
+    extra: dict = {"workload": "audit / fact gathering", "repeat": args.repeat}
+    with SshdLab(n=args.hosts, prefix="ws") as lab, tempfile.TemporaryDirectory() as tmp:
+        inventory = lab.write_inventory(
+            os.path.join(tmp, "hosts.ini"),
+            extra_vars={"audit_cache_dir": os.path.join(tmp, "probe-cache")},
+        )
+        py_inventory = pyinfra_inventory(lab, os.path.join(tmp, "pyinfra_inventory.py"))
+        env = tool_env(lab, tmp)
+        cmds = tools(inventory, py_inventory, args.hosts)
+        provision = cmds["provision audit (warm)"]
+        cold = measure("provision audit (cold)", provision, env, AUDIT_CODES)
+        before = accepted_connections(lab)
+        warm = subprocess.run(provision, env=env, capture_output=True, text=True, check=False)
+        after = accepted_connections(lab)
+        doc = json.loads(warm.stdout)
+        trips = sorted({h["round_trips"] for h in doc["hosts"]})
+        extra |= {
+            "cold_wall_s": cold.wall,
+            "cold_cpu_s": cold.cpu,
+            "warm_round_trips_per_host": trips,
+            "warm_connections_per_host_from_sshd_logs": sorted(
+                {after[h] - before[h] for h in after}
+            ),
+            "statuses": doc["summary"]["by_status"],
+        }
+        for _ in range(args.repeat):
+            for tool, cmd in cmds.items():
+                samples.append(
+                    measure(tool, cmd, env, AUDIT_CODES if "provision" in tool else (0,))
+                )
+
+    table, result = report(samples, args.hosts, extra)
+    print(table)
+    print(
+        f"provision cold run: {extra['cold_wall_s']:.2f} s wall, {extra['cold_cpu_s']:.2f} s CPU;"
+        f" warm round trips per host: {trips}; SSH connections per host (sshd logs): "
+        f"{extra['warm_connections_per_host_from_sshd_logs']}"
+    )
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"audit-{args.hosts}.json")
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=2)
+    print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
