@@ -15,8 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from tests.lab.booted import (
     write_inventory,
     write_known_hosts,
 )
+from tests.lab.docker import install_docker, wait_port
 from tests.standins import nvidia_toolkit, nvml
 from tests.test_cli import cli
 
@@ -99,18 +98,7 @@ def checks(host_doc: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
 def docker_host(booted_hosts, tmp_path_factory) -> Iterator[DockerHost]:  # noqa: F811
     need(shutil.which("gcc") is not None, "needs gcc (Debian package gcc) for the NVML stand-in")
     host = booted_hosts(1, prefix="dock")[0]
-    # No service starts from maintainer scripts: dockerd needs the lab daemon.json first, and the
-    # registry must not open its default port on the network namespace shared with the machine.
-    host.exec(
-        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d"
-    )
-    install = (
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-        "docker.io busybox-static docker-registry"
-    )
-    # The cached base's package lists may be older than the mirror: refresh only when needed.
-    host.exec(f"{install} || {{ apt-get update -q && {install}; }}", timeout=300)
-    host.exec("rm -f /usr/sbin/policy-rc.d")
+    install_docker(host)  # docker.io, busybox-static, docker-registry; nothing started
     root = host.merged
     for src in (nvidia_toolkit.NVIDIA_CTK, nvidia_toolkit.NVIDIA_CONTAINER_RUNTIME):
         dest = root / "usr/local/bin" / Path(src).name
@@ -288,18 +276,6 @@ def test_audit_user_outside_docker_group_is_unknown_not_down(docker_host: Docker
     assert "denied" in row and table.returncode == 3, table.stdout
 
 
-def _wait_port(address: str, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((address, port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def test_image_pulled_by_digest_without_tag_is_present(docker_host: DockerHost) -> None:
     """`docker pull repo@sha256:...` (the usual pin) leaves no tag: still present, digest right.
 
@@ -318,7 +294,7 @@ def test_image_pulled_by_digest_without_tag_is_present(docker_host: DockerHost) 
     )
     host.exec("systemctl start docker-registry")
     try:
-        _wait_port(host.address, 5000)
+        wait_port(host.address, 5000)
         repo = f"{registry}/lab/tiny"
         pushed = host.exec(f"docker tag {IMAGE} {repo}:1 && docker push {repo}:1").stdout
         m = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)

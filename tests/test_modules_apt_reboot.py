@@ -82,7 +82,8 @@ def test_apt_installs_a_missing_package_after_a_stale_cache_update() -> None:
         "install hello 2.10-3",
     ]
     assert commands(p) == [
-        f"{ENV} apt-get {OPTS.format(t=120)} update",
+        f"{ENV} apt-get {OPTS.format(t=120)} update && mkdir -p /var/lib/apt/periodic"
+        " && touch /var/lib/apt/periodic/update-success-stamp",
         f"{ENV} apt-get {OPTS.format(t=120)} install --no-install-recommends hello",
     ]
     # On failure the lock holder is named after the commands.

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from provision.modules.apt import AptModule
+from provision.modules.apt_repository import AptRepositoryModule
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step
 from provision.modules.commands import CommandModule, ShellModule
+from provision.modules.docker_image import DockerImageModule
 from provision.modules.files import CopyModule, FileModule, JsonMergeModule, TemplateModule
+from provision.modules.kmod import KernelModuleBlacklistModule
+from provision.modules.lineinfile import LineInFileModule
 from provision.modules.reboot import RebootModule, TaskSkipped
 from provision.modules.service import ServiceModule
+from provision.modules.users import UserGroupsModule
 
 MODULES: dict[str, Module] = {
     m.name: m
@@ -20,7 +25,12 @@ MODULES: dict[str, Module] = {
         ShellModule(),
         ServiceModule(),
         AptModule(),
+        AptRepositoryModule(),
         RebootModule(),
+        UserGroupsModule(),
+        KernelModuleBlacklistModule(),
+        LineInFileModule(),
+        DockerImageModule(),
     )
 }
 

@@ -9,6 +9,7 @@ fails, the holder of the lock (pid and command line) is named in the error.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +167,19 @@ class AptModule(Module):
         ]
         return "\n".join(lines)
 
+    def update_cache(self, args: dict[str, Any]) -> str:
+        """``apt-get update``, then the success stamp that ``cache_valid_time`` reads.
+
+        apt gives the lists the mirror's Last-Modified time, often days old, and on Debian nothing
+        touches the stamp (Ubuntu's update-notifier does): without it a fresh cache looks stale
+        and every run would update again.
+        """
+        stamp = quote(STAMP)
+        return (
+            f"{self.apt_get(args, 'update')} && mkdir -p {quote(posixpath.dirname(STAMP))}"
+            f" && touch {stamp}"
+        )
+
     def apt_get(self, args: dict[str, Any], *words: str) -> str:
         env = " ".join(f"{k}={quote(v)}" for k, v in _ENV.items())
         opts = [
@@ -206,7 +220,7 @@ class AptModule(Module):
                     "update the package cache"
                     + (f" (last updated {age} s ago)" if age is not None else " (never updated)")
                 )
-                cmds.append(self.apt_get(args, "update"))
+                cmds.append(self.update_cache(args))
         to_install: list[str] = []
         to_remove: list[str] = []
         for name, version in pins:

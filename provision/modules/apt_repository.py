@@ -1,0 +1,320 @@
+"""apt_repository: a deb822 ``.sources`` file whose ``Signed-By`` is its own keyring file.
+
+The key is fetched on the CONTROLLER (``key_url``, with urllib) and checked there against the full
+fingerprint given in the task before anything reaches the host: the check then does not depend on
+what the host has installed (curl, wget, gpg), a wrong key never touches the host, and ``plan``
+stays pure. The OpenPGP packets are read in Python (v4 fingerprints are SHA-1 over the key packet,
+v6 ones SHA-256), an ASCII-armored key is dearmored to the binary form apt reads, and the keyring
+and the source are compared with the host's files by sha256 (only differing files are sent, with
+the atomic write and backup of the ``copy`` module). ``apt-key`` is never used.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+import urllib.request
+from typing import Any
+
+from provision.modules.apt import AptModule
+from provision.modules.base import (
+    Arg,
+    ArgError,
+    Context,
+    Module,
+    ModuleError,
+    Plan,
+    Step,
+    atomic_write_script,
+    attr_changes,
+    content_of,
+    noop,
+    parse_probe,
+    path_probe,
+    unified_diff,
+)
+from provision.shell import quote
+
+SOURCES_DIR = "/etc/apt/sources.list.d"
+KEYRINGS_DIR = "/etc/apt/keyrings"
+MAX_KEY_BYTES = 1 << 20
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ARMOR_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+_FETCH_TTL = 60.0
+_fetched: dict[str, tuple[float, bytes]] = {}
+
+
+def sources_path(name: str) -> str:
+    return f"{SOURCES_DIR}/{name}.sources"
+
+
+def keyring_path(name: str) -> str:
+    return f"{KEYRINGS_DIR}/{name}.gpg"
+
+
+def normalize_fingerprint(value: str) -> str:
+    """``"ABCD 1234 ..."`` / ``0xabcd...`` -> 40 (v4) or 64 (v6) upper-case hex digits."""
+    text = re.sub(r"\s+", "", value).upper().removeprefix("0X")
+    if len(text) not in (40, 64) or not re.fullmatch(r"[0-9A-F]+", text):
+        raise ArgError(
+            f"module 'apt_repository': key_fingerprint must be a FULL fingerprint "
+            f"(40 hex digits, spaces allowed), got {value!r}"
+        )
+    return text
+
+
+def dearmor(data: bytes) -> bytes:
+    """ASCII-armored key -> its binary packets (what ``gpg --dearmor`` writes); binary as is."""
+    text = data.decode("ascii", "replace")
+    if _ARMOR_BEGIN not in text:
+        return data
+    body = text.split(_ARMOR_BEGIN, 1)[1].split("-----END", 1)[0]
+    # Armor headers ("Version: x") hold ':', the CRC line starts with '=': neither is base64.
+    lines = [ln.strip() for ln in body.splitlines()]
+    payload = "".join(ln for ln in lines if ln and ":" not in ln and not ln.startswith("="))
+    try:
+        return base64.b64decode(payload, validate=True)
+    except ValueError:
+        raise ModuleError("the key is ASCII-armored but its base64 body is corrupt") from None
+
+
+def _packets(data: bytes) -> list[tuple[int, bytes]]:
+    """OpenPGP packets (RFC 4880/9580 framing) -> (tag, body)."""
+    out: list[tuple[int, bytes]] = []
+    i = 0
+    while i < len(data):
+        head = data[i]
+        if not head & 0x80:
+            raise ModuleError(f"not an OpenPGP key (bad packet header at byte {i})")
+        if head & 0x40:  # new format
+            tag = head & 0x3F
+            first = data[i + 1] if i + 1 < len(data) else 0
+            if first < 192:
+                length, i = first, i + 2
+            elif first < 224:
+                length = ((first - 192) << 8) + data[i + 2] + 192
+                i += 3
+            elif first == 255:
+                length, i = int.from_bytes(data[i + 2 : i + 6], "big"), i + 6
+            else:
+                raise ModuleError("OpenPGP partial body lengths are not valid in a key")
+        else:
+            tag, kind = (head >> 2) & 0x0F, head & 0x03
+            if kind == 3:
+                length, i = len(data) - i - 1, i + 1
+            else:
+                size = (1, 2, 4)[kind]
+                length = int.from_bytes(data[i + 1 : i + 1 + size], "big")
+                i += 1 + size
+        if i + length > len(data):
+            raise ModuleError("the OpenPGP key is truncated")
+        out.append((tag, data[i : i + length]))
+        i += length
+    return out
+
+
+def _fingerprint(body: bytes) -> str:
+    version = body[0] if body else 0
+    if version == 4:
+        return hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper()
+    if version == 6:
+        return hashlib.sha256(b"\x9b" + len(body).to_bytes(4, "big") + body).hexdigest().upper()
+    raise ModuleError(f"OpenPGP key version {version} is not supported (only 4 and 6)")
+
+
+def primary_fingerprints(binary: bytes) -> list[str]:
+    """Fingerprints of the primary public keys in a binary keyring; secret keys are refused."""
+    prints: list[str] = []
+    for tag, body in _packets(binary):
+        if tag in (5, 7):
+            raise ModuleError("the key file holds a SECRET key; refusing to install it")
+        if tag == 6:
+            prints.append(_fingerprint(body))
+    if not prints:
+        raise ModuleError("the key file holds no OpenPGP public key")
+    return prints
+
+
+def checked_keyring(data: bytes, expected: str, url: str) -> bytes:
+    """The binary keyring when it holds exactly the expected primary key, else ModuleError
+    naming both fingerprints (an extra key would be trusted by apt as well)."""
+    binary = dearmor(data)
+    prints = primary_fingerprints(binary)
+    if prints != [expected]:
+        actual = ", ".join(prints)
+        raise ModuleError(
+            f"key from {url} has the wrong fingerprint: expected {expected}, got {actual}; "
+            "nothing was written"
+        )
+    return binary
+
+
+def fetch_key(url: str, timeout: float) -> bytes:
+    """The key's bytes from ``url`` (http, https or file), cached a short while because the
+    engine prepares tasks ahead of time for its batched state reads."""
+    now = time.monotonic()
+    hit = _fetched.get(url)
+    if hit and now - hit[0] < _FETCH_TTL:
+        return hit[1]
+    if not url.startswith(("http://", "https://", "file://")):
+        raise ArgError(f"module 'apt_repository': key_url must be http(s):// or file://: {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            data = resp.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise ModuleError(f"fetching the key from {url} failed: {exc}") from None
+    if len(data) > MAX_KEY_BYTES:
+        raise ModuleError(f"the key at {url} is larger than {MAX_KEY_BYTES} bytes")
+    _fetched[url] = (now, data)
+    return data
+
+
+def render_sources(args: dict[str, Any]) -> bytes:
+    """The deb822 stanza; ``Components`` is left out for a flat repository (``Suites: ./``)."""
+    lines = [
+        f"Types: {' '.join(args['types'])}",
+        f"URIs: {' '.join(args['uris'])}",
+        f"Suites: {' '.join(args['suites'])}",
+    ]
+    if args["components"]:
+        lines.append(f"Components: {' '.join(args['components'])}")
+    if args["architectures"]:
+        lines.append(f"Architectures: {' '.join(args['architectures'])}")
+    lines.append(f"Signed-By: {keyring_path(args['name'])}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _split_state(text: str | None) -> dict[str, dict[str, str]]:
+    parts: dict[str, list[str]] = {"sources": [], "keyring": []}
+    section = ""
+    for line in (text or "").splitlines():
+        if line.startswith("@@"):
+            section = line[2:].strip()
+        elif section in parts:
+            parts[section].append(line)
+    return {k: parse_probe("\n".join(v)) for k, v in parts.items()}
+
+
+class AptRepositoryModule(Module):
+    name = "apt_repository"
+    spec = (
+        Arg("name", required=True),
+        Arg("uris", "list"),
+        Arg("suites", "list"),
+        Arg("components", "list", default=[]),
+        Arg("types", "list", default=["deb"]),
+        Arg("architectures", "list", default=[]),
+        Arg("key_url"),
+        Arg("key_fingerprint"),
+        Arg("state", default="present", choices=("present", "absent")),
+        Arg("update_cache", "bool", default=False),
+        Arg("lock_timeout", "int", default=120),
+        Arg("fetch_timeout", "int", default=30),
+    )
+
+    def check_combination(self, args: dict[str, Any]) -> None:
+        name = args.get("name")
+        if isinstance(name, str) and "{" not in name and not _NAME.match(name):
+            raise ArgError(
+                f"module 'apt_repository': name {name!r} must be letters, digits, '.', '_', '-'"
+            )
+        if args.get("state", "present") == "absent":
+            return
+        for key in ("uris", "suites", "key_url", "key_fingerprint"):
+            if not args.get(key):
+                raise ArgError(f"module 'apt_repository': missing required argument '{key}'")
+        fp = args.get("key_fingerprint")
+        if isinstance(fp, str) and "{" not in fp:
+            normalize_fingerprint(fp)
+        suites, comps = args.get("suites"), args.get("components")
+        if isinstance(suites, str):
+            suites = [suites]
+        if isinstance(suites, list) and all(isinstance(s, str) for s in suites):
+            flat = [s for s in suites if s.endswith("/")]
+            if flat and comps:
+                raise ArgError(
+                    "module 'apt_repository': a flat repository (suite ending in '/') "
+                    "takes no components"
+                )
+            if len(flat) != len(suites) and not comps and "{" not in "".join(suites):
+                raise ArgError(
+                    "module 'apt_repository': 'components' is required unless the suite is "
+                    "a flat path ending in '/' (like './')"
+                )
+
+    def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        """Fetch and check the key on the controller; render the source."""
+        args = dict(args)
+        if args["state"] == "absent":
+            return args
+        expected = normalize_fingerprint(args["key_fingerprint"])
+        raw = fetch_key(args["key_url"], float(args["fetch_timeout"]))
+        args["keyring"] = checked_keyring(raw, expected, args["key_url"])
+        args["fingerprint"] = expected
+        args["sources"] = render_sources(args)
+        return args
+
+    def state_script(self, args: dict[str, Any], ctx: Context) -> str:
+        content = ctx.diff and not ctx.no_log
+        return "\n".join(
+            [
+                "echo @@sources",
+                path_probe(sources_path(args["name"]), content=content),
+                "echo @@keyring",
+                path_probe(keyring_path(args["name"])),
+            ]
+        )
+
+    def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        name = args["name"]
+        st = _split_state(state)
+        files = {"sources": sources_path(name), "keyring": keyring_path(name)}
+        for part, path in files.items():
+            if st[part]["type"] not in ("absent", "file"):
+                raise ModuleError(f"{path} exists and is a {st[part]['type']}, not a regular file")
+        changes: list[str] = []
+        steps: list[Step] = []
+        diff: str | None = None
+        if args["state"] == "absent":
+            present = [p for part, p in files.items() if st[part]["type"] == "file"]
+            if not present:
+                return noop(f"{files['sources']} and {files['keyring']} are already absent")
+            changes += [f"remove {p}" for p in present]
+            steps.append(Step("rm -f -- " + " ".join(quote(p) for p in present)))
+        else:
+            for part in ("keyring", "sources"):
+                data: bytes = args[part]
+                path, have = files[part], st[part]
+                if (
+                    have["type"] == "file"
+                    and have.get("sha256") == hashlib.sha256(data).hexdigest()
+                ):
+                    # apt reads as the _apt user: a keyring it cannot read breaks the source.
+                    fixes, cmds = attr_changes(path, have, "root", "root", "644")
+                    if fixes:
+                        changes += [f"{path}: {f}" for f in fixes]
+                        steps.append(Step("\n".join(["set -e", *cmds])))
+                    continue
+                verb = "create" if have["type"] == "absent" else "update"
+                changes.append(f"{verb} {path} ({len(data)} bytes)")
+                script = atomic_write_script(
+                    path, owner="root", group="root", mode="644", backup=True
+                )
+                if part == "keyring":
+                    script = f"mkdir -p -m 755 {quote(KEYRINGS_DIR)}\n{script}"
+                    changes[-1] += f", key {args['fingerprint']}"
+                elif ctx.diff:
+                    diff = unified_diff(path, content_of(have), data, ctx.no_log)
+                steps.append(Step(script, data))
+            if not changes:
+                return noop(
+                    f"{files['sources']} and {files['keyring']} are up to date "
+                    f"(key {args['fingerprint']})",
+                    fingerprint=args["fingerprint"],
+                )
+        if args["update_cache"]:
+            changes.append("update the package cache")
+            steps.append(Step(AptModule().update_cache(args)))
+        return Plan(True, changes=changes, steps=steps, diff=diff, result={"files": files})

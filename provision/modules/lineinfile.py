@@ -1,0 +1,133 @@
+"""lineinfile: one line of a config file present (or replaced) or absent, the rest untouched.
+
+For drop-ins like /etc/ssh/sshd_config.d/*.conf where the site owns the other lines. The edit is
+computed on the controller from the file's content (pure), then written with the same atomic,
+optionally backed-up write as ``copy`` (:func:`provision.modules.files.plan_write`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from provision.modules.base import (
+    Arg,
+    ArgError,
+    Context,
+    Module,
+    ModuleError,
+    Plan,
+    content_of,
+    is_template,
+    noop,
+    parse_probe,
+    path_probe,
+)
+from provision.modules.files import plan_write
+
+
+class LineInFileModule(Module):
+    name = "lineinfile"
+    spec = (
+        Arg("path", required=True),
+        Arg("line"),
+        Arg("regexp"),
+        Arg("state", default="present", choices=("present", "absent")),
+        Arg("insertafter", default="EOF"),
+        Arg("create", "bool", default=False),
+        Arg("backup", "bool", default=False),
+        Arg("owner"),
+        Arg("group"),
+        Arg("mode", "mode"),
+    )
+
+    def check_combination(self, args: dict[str, Any]) -> None:
+        state = args.get("state") or "present"
+        if state == "present" and args.get("line") is None:
+            raise ArgError(f"module '{self.name}': state=present needs 'line'")
+        if state == "absent" and args.get("line") is None and args.get("regexp") is None:
+            raise ArgError(f"module '{self.name}': state=absent needs 'line' or 'regexp'")
+        for key in ("regexp", "insertafter"):
+            value = args.get(key)
+            if isinstance(value, str) and not is_template(value) and value != "EOF":
+                try:
+                    re.compile(value)
+                except re.error as exc:
+                    raise ArgError(
+                        f"module '{self.name}': argument '{key}' is not a valid regular "
+                        f"expression: {exc}"
+                    ) from None
+
+    def state_script(self, args: dict[str, Any], ctx: Context) -> str:
+        return path_probe(args["path"], content=True)
+
+    def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        path = args["path"]
+        st = parse_probe(state)
+        kind = st["type"]
+        if kind not in ("absent", "file"):
+            raise ModuleError(f"{path} exists and is a {kind}, not a regular file")
+        present = args["state"] == "present"
+        if kind == "absent":
+            if not present:
+                return noop(f"{path} does not exist")
+            if not args["create"]:
+                raise ModuleError(f"{path} does not exist (create: true creates it)")
+        old = content_of(st) or b""
+        new, what = edit(
+            old.decode("utf-8", "surrogateescape"),
+            line=args["line"],
+            regexp=args["regexp"],
+            present=present,
+            insertafter=args["insertafter"],
+        )
+        data = new.encode("utf-8", "surrogateescape")
+        write_args = {**args, "dest": path}
+        plan = plan_write(write_args, data, state, ctx)
+        if not plan.changed:
+            return noop(f"{path}: {what}")
+        if data != old or kind == "absent":
+            plan.changes = [f"{path}: {what}", *plan.changes[1:]]
+        return plan
+
+
+def edit(
+    text: str, *, line: str | None, regexp: str | None, present: bool, insertafter: str
+) -> tuple[str, str]:
+    """(new text, what was done or why nothing was) — Ansible's lineinfile rules: with
+    ``regexp`` the last matching line is replaced (or every match removed); without it the exact
+    line is looked for; a new line goes after the last ``insertafter`` match, else at the end."""
+    lines = text.splitlines(keepends=True)
+    bare = [item.rstrip("\r\n") for item in lines]
+    pattern = re.compile(regexp) if regexp is not None else None
+
+    def matches(item: str) -> bool:
+        return bool(pattern.search(item)) if pattern is not None else item == line
+
+    if not present:
+        kept = [item for item, b in zip(lines, bare, strict=True) if not matches(b)]
+        removed = len(lines) - len(kept)
+        if not removed:
+            return text, "no line to remove"
+        return "".join(kept), f"removed {removed} line{'s' if removed > 1 else ''}"
+    assert line is not None
+    hits = [i for i, b in enumerate(bare) if matches(b)]
+    if pattern is not None and hits:
+        i = hits[-1]
+        if bare[i] == line:
+            return text, "line already present"
+        ending = lines[i][len(bare[i]) :] or "\n"
+        lines[i] = line + ending
+        return "".join(lines), f"replaced line {i + 1}"
+    if line in bare:
+        return text, "line already present"
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    at = len(lines)
+    if insertafter != "EOF":
+        after = [i for i, b in enumerate(bare) if re.search(insertafter, b)]
+        if after:
+            at = after[-1] + 1
+    lines.insert(at, line + "\n")
+    where = "at the end" if at == len(lines) - 1 else f"as line {at + 1}"
+    return "".join(lines), f"added line {where}"
