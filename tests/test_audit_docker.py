@@ -31,7 +31,7 @@ from tests.lab.booted import (
     write_inventory,
     write_known_hosts,
 )
-from tests.lab.docker import install_docker, wait_port
+from tests.lab.docker import install_docker, start_registry
 from tests.standins import nvidia_toolkit, nvml
 from tests.test_cli import cli
 
@@ -283,18 +283,8 @@ def test_image_pulled_by_digest_without_tag_is_present(docker_host: DockerHost) 
     RepoDigest; 127.0.0.0/8 registries need no TLS for dockerd.
     """
     dh, host = docker_host, docker_host.host
-    registry = f"{host.address}:5000"
-    host.exec(
-        "cat > /etc/docker/registry/config.yml",
-        input=(
-            "version: 0.1\n"
-            "storage:\n  filesystem:\n    rootdirectory: /var/lib/docker-registry\n"
-            f"http:\n  addr: {registry}\n"
-        ),
-    )
-    host.exec("systemctl start docker-registry")
     try:
-        wait_port(host.address, 5000)
+        registry = start_registry(host)
         repo = f"{registry}/lab/tiny"
         pushed = host.exec(f"docker tag {IMAGE} {repo}:1 && docker push {repo}:1").stdout
         m = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
