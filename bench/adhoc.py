@@ -10,14 +10,9 @@ against provision, and as JSON under bench/results/.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import tempfile
 
-from bench.common import HERE, measure, pyinfra_inventory, report, tool_env, which
-from tests.lab.sshd import SshdLab
+from bench.common import measure, parse_args, prepared_lab, report, save, which
 
 
 def tools(inventory: str, py_inventory: str, n: int) -> dict[str, list[str]]:
@@ -65,29 +60,17 @@ def tools(inventory: str, py_inventory: str, n: int) -> dict[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hosts", type=int, default=50)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = ap.parse_args(argv)
-
+    args = parse_args(__doc__.splitlines()[0], argv)
     samples = []
-    with SshdLab(n=args.hosts, prefix="ws") as lab, tempfile.TemporaryDirectory() as tmp:
-        inventory = lab.write_inventory(os.path.join(tmp, "hosts.ini"))
-        py_inventory = pyinfra_inventory(lab, os.path.join(tmp, "pyinfra_inventory.py"))
-        env = tool_env(lab, tmp)
-        cmds = tools(inventory, py_inventory, args.hosts)
+    with prepared_lab(args.hosts) as lab:
+        cmds = tools(lab.inventory, lab.py_inventory, args.hosts)
         for _ in range(args.repeat):
             for tool, cmd in cmds.items():
-                samples.append(measure(tool, cmd, env))
+                samples.append(measure(tool, cmd, lab.env))
 
     table, result = report(samples, args.hosts, {"workload": "adhoc true", "repeat": args.repeat})
     print(table)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"adhoc-{args.hosts}.json")
-    with open(path, "w") as fh:
-        json.dump(result, fh, indent=2)
-    print(f"written {path}")
+    print(f"written {save(result, args.out, f'adhoc-{args.hosts}')}")
     return 0
 
 

@@ -11,14 +11,12 @@ logs give the number of SSH connections each host accepted during one warm run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
 
-from bench.common import HERE, measure, pyinfra_inventory, report, tool_env, which
+from bench.common import measure, parse_args, prepared_lab, report, save, which
 from tests.lab.sshd import SshdLab
 
 # The nine facts of field notes section 8, as pyinfra names them.
@@ -79,22 +77,13 @@ def accepted_connections(lab: SshdLab) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hosts", type=int, default=50)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = ap.parse_args(argv)
+    args = parse_args(__doc__.splitlines()[0], argv)
 
     samples = []
     extra: dict = {"workload": "audit / fact gathering", "repeat": args.repeat}
-    with SshdLab(n=args.hosts, prefix="ws") as lab, tempfile.TemporaryDirectory() as tmp:
-        inventory = lab.write_inventory(
-            os.path.join(tmp, "hosts.ini"),
-            extra_vars={"audit_cache_dir": os.path.join(tmp, "probe-cache")},
-        )
-        py_inventory = pyinfra_inventory(lab, os.path.join(tmp, "pyinfra_inventory.py"))
-        env = tool_env(lab, tmp)
-        cmds = tools(inventory, py_inventory, args.hosts)
+    with prepared_lab(args.hosts, {"audit_cache_dir": "{tmp}/probe-cache"}) as prepared:
+        lab, env = prepared.lab, prepared.env
+        cmds = tools(prepared.inventory, prepared.py_inventory, args.hosts)
         provision = cmds["provision audit (warm)"]
         cold = measure("provision audit (cold)", provision, env, AUDIT_CODES)
         before = accepted_connections(lab)
@@ -124,11 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f" warm round trips per host: {trips}; SSH connections per host (sshd logs): "
         f"{extra['warm_connections_per_host_from_sshd_logs']}"
     )
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"audit-{args.hosts}.json")
-    with open(path, "w") as fh:
-        json.dump(result, fh, indent=2)
-    print(f"written {path}")
+    print(f"written {save(result, args.out, f'audit-{args.hosts}')}")
     return 0
 
 

@@ -5,12 +5,17 @@ Each workload alternates the tools inside every repetition so that machine noise
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -137,3 +142,42 @@ def report(samples: list[Sample], hosts: int, extra: dict[str, Any]) -> tuple[st
         disable_numparse=True,
     )
     return table, result
+
+
+def parse_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The options every benchmark takes."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--hosts", type=int, default=50)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    return ap.parse_args(argv)
+
+
+@dataclass
+class Prepared:
+    lab: SshdLab
+    inventory: str  # INI, for provision and Ansible
+    py_inventory: str  # the same hosts for pyinfra
+    env: dict[str, str]
+
+
+@contextmanager
+def prepared_lab(hosts: int, extra_vars: dict[str, str] | None = None) -> Iterator[Prepared]:
+    """N sshd hosts with an inventory for each tool and one environment for all of them."""
+    with SshdLab(n=hosts, prefix="ws") as lab, tempfile.TemporaryDirectory() as tmp:
+        vars_ = {k: v.format(tmp=tmp) for k, v in (extra_vars or {}).items()}
+        yield Prepared(
+            lab,
+            lab.write_inventory(os.path.join(tmp, "hosts.ini"), extra_vars=vars_),
+            pyinfra_inventory(lab, os.path.join(tmp, "pyinfra_inventory.py")),
+            tool_env(lab, tmp),
+        )
+
+
+def save(result: dict[str, Any], out: str, name: str) -> str:
+    """The JSON of one benchmark run under ``out``; returns its path."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{name}.json")
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=2)
+    return path

@@ -8,13 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from provision.executor import HostOutcome, HostState
+from provision.executor import HostOutcome, HostState, ansible_exit_code
 from provision.ssh import CommandFailed, CommandResult, Session
-
-# Exit codes as ansible / ansible-playbook use them.
-EXIT_OK = 0
-EXIT_FAILED = 2
-EXIT_UNREACHABLE = 4
 
 _UNREACHABLE_STATES = (HostState.UNREACHABLE, HostState.HOSTKEY_REFUSED, HostState.TIMED_OUT)
 
@@ -40,14 +35,9 @@ def command_task(command: str) -> Callable[[Session], CommandResult]:
 
 
 def exit_code(outcomes: Mapping[str, HostOutcome]) -> int:
-    """Ansible's rule (checked against ansible 2.19): 4 when any host was unreachable, else 2
-    when any failed, else 0."""
+    """Ansible's rule; host key refusals and timeouts count as unreachable."""
     states = {o.state for o in outcomes.values()}
-    if states & set(_UNREACHABLE_STATES):
-        return EXIT_UNREACHABLE
-    if HostState.FAILED in states:
-        return EXIT_FAILED
-    return EXIT_OK
+    return ansible_exit_code(bool(states & set(_UNREACHABLE_STATES)), HostState.FAILED in states)
 
 
 def _reason(o: HostOutcome) -> str:

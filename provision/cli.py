@@ -462,13 +462,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not report.endswith("\n"):
         report += "\n"
     if args.output:
-        tmp = f"{args.output}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(report)
-        os.replace(tmp, args.output)
+        _write_atomic(args.output, report)
     else:
         sys.stdout.write(report)
     return audit.exit_code(reports, fail_on)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write a local report or retry file whole or not at all: temp file, then rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def _split_tags(values: Sequence[str]) -> tuple[str, ...]:
@@ -567,10 +572,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     retry = result.retry_text
     if retry:
         retry_path = args.retry_file or (os.path.splitext(os.path.basename(path))[0] + ".retry")
-        tmp = f"{retry_path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(retry)
-        os.replace(tmp, retry_path)
+        _write_atomic(retry_path, retry)
         print(f"failed and unreachable hosts: --limit @{retry_path}", file=sys.stderr)
     if args.check:
         print("check mode: nothing was changed", file=sys.stderr)

@@ -22,7 +22,7 @@ import yaml
 from tabulate import tabulate
 
 from provision.errors import PatternError, ProvisionError
-from provision.executor import HostState, RunOptions, run_hosts
+from provision.executor import HostState, RunOptions, ansible_exit_code, run_hosts
 from provision.inventory import Inventory
 from provision.modules import MODULES, TaskSkipped
 from provision.modules.base import ArgError, Context, ModuleError, Plan
@@ -39,10 +39,6 @@ from provision.templating import (
     render,
     render_text,
 )
-
-EXIT_OK = 0
-EXIT_FAILED = 2
-EXIT_UNREACHABLE = 4
 
 
 @dataclass
@@ -134,11 +130,9 @@ class EngineError(ProvisionError):
 
 def exit_code(stats: Mapping[str, HostStats]) -> int:
     """Ansible's codes: 4 when a host was unreachable, else 2 when one failed, else 0."""
-    if any(s.unreachable for s in stats.values()):
-        return EXIT_UNREACHABLE
-    if any(s.failed for s in stats.values()):
-        return EXIT_FAILED
-    return EXIT_OK
+    return ansible_exit_code(
+        any(s.unreachable for s in stats.values()), any(s.failed for s in stats.values())
+    )
 
 
 def retry_text(stats: Mapping[str, HostStats]) -> str:

@@ -69,6 +69,12 @@ class RunOptions:
     become_password: str | None = field(default=None, repr=False)
 
 
+def ansible_exit_code(any_unreachable: bool, any_failed: bool) -> int:
+    """Ansible's run codes (checked against ansible 2.19): 4 when a host was unreachable,
+    else 2 when one failed, else 0. Ad-hoc commands and playbooks share the rule."""
+    return 4 if any_unreachable else 2 if any_failed else 0
+
+
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."

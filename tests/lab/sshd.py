@@ -92,12 +92,10 @@ class LabHost:
 # -- key generation (in-process: ssh-keygen per host would cost a process each) ---------------
 
 
-def generate_ed25519() -> tuple[bytes, str]:
-    """A new ed25519 key: (OpenSSH private key PEM, "ssh-ed25519 AAAA..." public line)."""
+def _openssh_pair(key: Any) -> tuple[bytes, str]:
+    """(OpenSSH private key PEM, "type AAAA..." public line) of a cryptography private key."""
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
@@ -107,23 +105,22 @@ def generate_ed25519() -> tuple[bytes, str]:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
     return private, public.decode()
+
+
+def generate_ed25519() -> tuple[bytes, str]:
+    """A new ed25519 key: (OpenSSH private key PEM, "ssh-ed25519 AAAA..." public line)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    return _openssh_pair(key)
 
 
 def generate_rsa(bits: int = 2048) -> tuple[bytes, str]:
     """A new RSA key, same shape as :func:`generate_ed25519` (for multi-key-type hosts)."""
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    return private, public.decode()
+    return _openssh_pair(key)
 
 
 def _write(path: str, data: bytes | str, mode: int = 0o644) -> None:
