@@ -199,6 +199,12 @@ def _add_apply_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let reboot tasks reboot hosts that need it (sets allow_reboot=true)",
     )
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="reboot or restart Docker even while GPU processes or containers run "
+        "(sets force=true)",
+    )
     g.add_argument("--syntax-check", action="store_true", help="validate the playbook and stop")
     g.add_argument("--list-tasks", action="store_true", help="list the tasks that would run")
     g.add_argument("--list-hosts", action="store_true", help="list the hosts of each play")
@@ -481,9 +487,13 @@ def _split_tags(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def shipped_playbook(name: str = "site.yml") -> str:
-    """A playbook shipped in the repository's ``playbooks/`` beside the package."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.join(root, "playbooks", name)
+    """A shipped playbook: installed as ``provision/playbooks`` (pyproject maps the repository's
+    ``playbooks/`` there), or, in a source checkout or editable install, the repository's."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "playbooks", name)
+    if os.path.exists(installed):
+        return installed
+    return os.path.join(os.path.dirname(package), "playbooks", name)
 
 
 class _ApplyProgress:
@@ -502,6 +512,9 @@ class _ApplyProgress:
         if self.live:
             self.stream.write("\r" + " " * 70 + "\r")
         result = ev.result
+        if ev.status == "retrying":  # the message says "retrying (N left): why"
+            print(f"[{ev.host}] {ev.play} / {ev.task}: {result.msg}", flush=True)
+            return
         if ev.status in ("changed", "failed") or self.verbose:
             msg = f" {result.msg}" if result is not None and result.msg else ""
             ignored = " (ignored)" if result is not None and result.ignored else ""
@@ -538,6 +551,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         extra_vars={
             **engine.parse_extra_vars(args.extra_vars, base_dir=os.getcwd()),
             **({"allow_reboot": True} if args.allow_reboot else {}),
+            **({"force": True} if args.force else {}),
         },
         forks=max(1, args.forks),
         become=args.become,
@@ -565,8 +579,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for host, reason in result.host_reasons.items():
         print(f"{host}: {reason}", file=sys.stderr)
-    print("\nPLAY RECAP")
-    print(engine.recap_table(result.stats))
+    print("\n" + "\n".join(engine.recap_lines(result.stats)))
+    print("\n" + engine.recap_table(result.stats))
     if result.aborted:
         print(f"aborted: {result.aborted}", file=sys.stderr)
     retry = result.retry_text

@@ -14,7 +14,8 @@ import os
 import secrets
 import shlex
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,11 @@ from provision.errors import PatternError, ProvisionError
 from provision.executor import HostState, RunOptions, ansible_exit_code, run_hosts
 from provision.inventory import Inventory
 from provision.modules import MODULES, TaskSkipped
-from provision.modules.base import ArgError, Context, ModuleError, Plan
+from provision.modules.base import ArgError, Context, Module, ModuleError, Plan
+from provision.modules.control import TaskFailure
 from provision.modules.facts import FACTS_SCRIPT, parse_facts
 from provision.patterns import select_hosts
-from provision.playbook import Play, Playbook, Task, load_playbook
+from provision.playbook import Play, Playbook, PlaybookError, Task, load_playbook, parse_serial
 from provision.ssh import Session
 from provision.target import conn_spec
 from provision.templating import (
@@ -68,7 +70,8 @@ class ApplyOptions:
 
 @dataclass
 class Event:
-    """Progress: ``status`` is "start" before a task, then ok/changed/skipped/failed."""
+    """Progress: ``status`` is "start" before a task, then ok/changed/skipped/failed;
+    "retrying" (``result.msg`` "retrying (N left): why") before each retry of a task."""
 
     host: str
     play: str
@@ -101,6 +104,9 @@ class HostStats:
     skipped: int = 0
     rescued: int = 0
     ignored: int = 0
+    pulls: int = 0  # task results that carried ``bytes`` and ``seconds`` (image pulls)
+    pulled_bytes: int = 0
+    pull_seconds: float = 0.0
 
 
 @dataclass
@@ -153,17 +159,45 @@ def recap_lines(stats: Mapping[str, HostStats]) -> list[str]:
     return lines
 
 
+def human_bytes(count: float) -> str:
+    """Decimal units as docker prints sizes: ``950 B``, ``12.3 MB``, ``1.2 GB``."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
 def recap_table(stats: Mapping[str, HostStats]) -> str:
-    """The per-host recap as a table (tabulate)."""
-    rows = [
-        [h, s.ok, s.changed, s.failed, s.skipped, s.unreachable, s.ignored]
-        for h, s in stats.items()
-    ]
-    return tabulate(
-        rows,
-        headers=["host", "ok", "changed", "failed", "skipped", "unreachable", "ignored"],
-        tablefmt="simple",
-    )
+    """The per-host recap as a table (tabulate); ``pulled``/``pull s`` columns appear when a
+    host pulled images (a result carrying ``bytes`` and ``seconds``)."""
+    headers = ["host", "ok", "changed", "failed", "skipped", "unreachable", "ignored"]
+    pulls = any(s.pulls for s in stats.values())
+    rows = []
+    for h, s in stats.items():
+        row: list[Any] = [h, s.ok, s.changed, s.failed, s.skipped, s.unreachable, s.ignored]
+        if pulls:
+            row += [human_bytes(s.pulled_bytes), f"{s.pull_seconds:.1f}"] if s.pulls else ["-", "-"]
+        rows.append(row)
+    if pulls:
+        headers += ["pulled", "pull s"]
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def pull_totals(data: Mapping[str, Any]) -> tuple[int, int, float]:
+    """(pulls, bytes, seconds) in a task's result data, loop items included."""
+    items = [data, *[r for r in data.get("results", []) if isinstance(r, Mapping)]]
+    pulls, size, seconds = 0, 0, 0.0
+    for item in items:
+        if "bytes" in item and "seconds" in item:
+            try:
+                size += int(item["bytes"])
+                seconds += float(item["seconds"])
+            except (TypeError, ValueError):
+                continue
+            pulls += 1
+    return pulls, size, seconds
 
 
 # -- selection helpers (pure) ----------------------------------------------------------------
@@ -233,6 +267,88 @@ def split_reads(stdout: str, token: str, count: int) -> list[str | None]:
 # -- running ---------------------------------------------------------------------------------
 
 
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def retry_delays(retries: int, delay: float, backoff: bool) -> list[float]:
+    """The pauses before each retry: ``delay`` each time, or doubling with ``backoff``."""
+    return [delay * (2**k if backoff else 1) for k in range(retries)]
+
+
+class _HostVars(Mapping[str, Any]):
+    """``hostvars``: each host's inventory variables (read-only, rendered lazily). A fresh
+    :class:`Vars` per lookup: host threads share this object, and a Vars' render cache and loop
+    guard are not for sharing between threads."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+
+    def __getitem__(self, host: str) -> Vars:
+        inv_host = self.inventory.hosts[host]
+        own = {"inventory_hostname": host, "inventory_hostname_short": host.split(".")[0]}
+        return Vars([own, inv_host.vars])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.inventory.hosts)
+
+    def __len__(self) -> int:
+        return len(self.inventory.hosts)
+
+
+def group_members(inventory: Inventory) -> dict[str, list[str]]:
+    """``groups``: every group (``all`` and ``ungrouped`` included) -> its hosts, in inventory
+    order, members of child groups included."""
+    out: dict[str, list[str]] = {name: [] for name in inventory.groups}
+    for host in inventory.hosts.values():
+        for group in host.groups:
+            out.setdefault(group, []).append(host.name)
+    out["all"] = list(inventory.hosts)
+    return out
+
+
+def keyword_vars(
+    play: Play, inventory: Inventory | None, extra: Mapping[str, Any], host: str | None = None
+) -> Vars:
+    """Variables for play keywords (``hosts``, ``serial``): the play's defaults < the
+    inventory's ``all`` vars (or, given a host, that host's inventory vars) < play vars < -e;
+    plus ``groups``. Facts and registered results do not exist yet."""
+    if inventory is None:  # --list-tasks needs no inventory
+        return merge_vars({}, play.vars, {}, extra, defaults=play.defaults)
+    inv = inventory.hosts[host].vars if host is not None else inventory.groups["all"].vars
+    magic = {"groups": group_members(inventory)}
+    return merge_vars({**magic, **inv}, play.vars, {}, extra, defaults=play.defaults)
+
+
+def play_pattern(play: Play, inventory: Inventory | None, extra: Mapping[str, Any]) -> str:
+    """The play's host pattern, rendered when it is a template (``"{{ baseline_hosts }}"``);
+    a list renders joined with ":". Raises EngineError on a template error."""
+    if not _is_template(play.hosts):
+        return play.hosts
+    where = f"{play.file}:{play.line}: play '{play.name}': hosts"
+    try:
+        value = render(play.hosts, keyword_vars(play, inventory, extra), where)
+    except TemplateError as exc:
+        raise EngineError(str(exc)) from None
+    return ":".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def play_serial(
+    play: Play, inventory: Inventory, extra: Mapping[str, Any], hosts: list[str]
+) -> list[int | str]:
+    """The play's batch sizes; a templated ``serial`` is rendered with the variables of the
+    play's first host, so the group vars of the hosts it runs on apply."""
+    if play.serial_template is None:
+        return play.serial
+    where = f"{play.file}:{play.line}: play '{play.name}'"
+    first = hosts[0] if hosts else None
+    try:
+        value = render(play.serial_template, keyword_vars(play, inventory, extra, first), where)
+        return parse_serial(value, where)
+    except (TemplateError, PlaybookError) as exc:
+        raise EngineError(str(exc)) from None
+
+
 class _TaskFailed(Exception):
     def __init__(self, msg: str, data: dict[str, Any] | None = None) -> None:
         super().__init__(msg)
@@ -251,6 +367,7 @@ class _HostRun:
     cache: dict[tuple[str, bool | None], str] = field(default_factory=dict)
     failed: bool = False
     session: Session | None = None
+    position: tuple[int, int] = (0, 0)  # (index, total) of the task running, for events
 
     def vars(self) -> Vars:
         inv_host = self.engine.inventory.hosts[self.host]
@@ -258,6 +375,8 @@ class _HostRun:
             "inventory_hostname": self.host,
             "inventory_hostname_short": self.host.split(".")[0],
             "group_names": sorted(g for g in inv_host.groups if g not in ("all", "ungrouped")),
+            "groups": self.engine.groups,
+            "hostvars": self.engine.hostvars,
             "playbook_dir": self.engine.playbook.base_dir,
             "ansible_check_mode": self.engine.options.check,
             "ansible_diff_mode": self.engine.options.diff,
@@ -267,7 +386,12 @@ class _HostRun:
             self.play.vars,
             self.runtime,
             self.engine.options.extra_vars,
+            defaults=self.play.defaults,
         )
+
+    def check(self, task: Task) -> bool:
+        """Check mode for this task: its ``check_mode`` keyword, else the run's ``--check``."""
+        return task.check_mode if task.check_mode is not None else self.engine.options.check
 
     def become(self, task: Task) -> bool | None:
         return task.become if task.become is not None else self.play.become
@@ -310,13 +434,18 @@ class _HostRun:
 
     def run_task(self, task: Task, index: int, total: int) -> TaskResult:
         self.emit(task, index, total, "start", None)
+        self.position = (index, total)
         try:
-            result = self.execute(task)
-        except _TaskFailed as exc:
-            msg = str(exc)
-            result = TaskResult(self.host, self.play.name, task.name, "failed", msg, data=exc.data)
-        except TemplateError as exc:  # undefined variable etc.: this task fails, not the run
-            result = TaskResult(self.host, self.play.name, task.name, "failed", str(exc))
+            gate = self.engine.throttle(task, self.vars)
+            if gate is not None:
+                gate.acquire()
+            try:
+                result = self.execute(task)
+            finally:
+                if gate is not None:
+                    gate.release()
+        except (_TaskFailed, TemplateError) as exc:  # undefined variable etc.: the task fails
+            result = self.failure(task, exc)
         if result.status == "failed" and task.ignore_errors:
             result.ignored = True
         if task.register:
@@ -334,9 +463,17 @@ class _HostRun:
             s.ok += 1
             if result.status == "changed":
                 s.changed += 1
+        pulls, size, seconds = pull_totals(result.data)
+        s.pulls += pulls
+        s.pulled_bytes += size
+        s.pull_seconds += seconds
         self.engine.record(result)
         self.emit(task, index, total, result.status, result)
         return result
+
+    def failure(self, task: Task, exc: Exception) -> TaskResult:
+        data = exc.data if isinstance(exc, _TaskFailed) else {}
+        return TaskResult(self.host, self.play.name, task.name, "failed", str(exc), data=data)
 
     @staticmethod
     def registered(result: TaskResult) -> dict[str, Any]:
@@ -404,13 +541,18 @@ class _HostRun:
         module = MODULES[task.module]
         opts = self.engine.options
         ctx = Context(
-            check=opts.check,
+            check=self.check(task),
             diff=opts.diff,
             no_log=task.no_log,
-            base_dir=self.engine.playbook.base_dir,
+            base_dir=self.play.base_dir,
             render=lambda text: render_text(text, variables, task.where),
         )
-        rendered = render(task.args, variables, task.where)
+        conditions = getattr(module, "conditions", ())
+        plain = {k: v for k, v in task.args.items() if k not in conditions}
+        rendered = render(plain, variables, task.where)
+        for key in conditions:
+            if key in task.args:
+                rendered[key] = self.evaluate(task, task.args[key], variables)
         try:
             args = module.finalize(rendered)
             args = module.prepare(args, ctx)
@@ -418,6 +560,18 @@ class _HostRun:
         except (ArgError, ModuleError) as exc:
             raise _TaskFailed(f"{task.where}: {exc}") from None
         return args, ctx, script
+
+    @staticmethod
+    def evaluate(task: Task, exprs: Any, variables: Vars) -> list[tuple[str, bool]]:
+        """Conditions of a module argument (assert's ``that``), in order, up to the first that
+        does not hold (later ones are not evaluated, as in Ansible)."""
+        out = []
+        for expr in exprs if isinstance(exprs, list) else [exprs]:
+            held = condition(expr, variables, task.where)
+            out.append((str(expr), held))
+            if not held:
+                break
+        return out
 
     def read_state(self, task: Task, script: str) -> str:
         key = (script, self.become(task))
@@ -440,6 +594,8 @@ class _HostRun:
         for other in self.engine.selected_tasks(self.play)[after:]:
             if other.loop is not None or self.become(other) != become:
                 continue
+            if type(MODULES[other.module]).state_script is Module.state_script:
+                continue  # reads no state (fail, assert): nothing to prepare
             try:
                 _, _, other_script = self.prepared(other, self.vars().child(other.vars))
             except (ProvisionError, _TaskFailed):
@@ -469,6 +625,63 @@ class _HostRun:
         self.runtime["ansible_facts"] = {k.removeprefix("ansible_"): v for k, v in facts.items()}
 
     def execute_one(self, task: Task, variables: Vars) -> TaskResult:
+        """One run of the task, or several with ``retries``/``until`` (Ansible's semantics:
+        up to retries + 1 attempts; ``until`` defaults to "the task succeeded")."""
+        if task.retries is None and task.until is None:
+            return self.attempt(task, variables)
+        retries = self.retry_number(task, task.retries, variables, 3, integer=True)
+        delay = self.retry_number(task, task.delay, variables, 5, integer=False)
+        pauses = retry_delays(int(retries), delay, task.backoff)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = self.attempt(task, variables)
+            except (_TaskFailed, TemplateError) as exc:
+                result = self.failure(task, exc)
+            if task.until is None or result.status == "skipped":
+                done = result.status != "failed"
+            else:
+                scope = variables.child(
+                    {task.register: self.registered(result)} if task.register else {}
+                )
+                done = condition(task.until, scope, task.where)
+            if done or attempt > len(pauses):
+                break
+            left = len(pauses) - attempt + 1
+            note = TaskResult(
+                self.host,
+                self.play.name,
+                task.name,
+                "retrying",
+                f"retrying ({left} left)" + (f": {result.msg}" if result.msg else ""),
+                data={"attempts": attempt},
+            )
+            self.emit(task, *self.position, "retrying", note)
+            self.cache.clear()  # what the task waits for may have changed: read afresh
+            time.sleep(pauses[attempt - 1])
+        result.data["attempts"] = attempt
+        if not done and result.status != "failed":
+            result.status = "failed"
+            result.msg = f"{task.where}: 'until' still false after {attempt} attempts: {task.until}"
+        return result
+
+    def retry_number(
+        self, task: Task, value: Any, variables: Vars, default: float, *, integer: bool
+    ) -> float:
+        if value is None:
+            return default
+        if _is_template(value):
+            value = render(value, variables, task.where)
+        try:
+            number = int(str(value)) if integer else float(str(value))
+        except ValueError:
+            raise _TaskFailed(
+                f"{task.where}: retries/delay must be a number, got {value!r}"
+            ) from None
+        return max(number, 0)
+
+    def attempt(self, task: Task, variables: Vars) -> TaskResult:
         module = MODULES[task.module]
         args, ctx, script = self.prepared(task, variables)
         state = self.read_state(task, script) if script else None
@@ -477,10 +690,25 @@ class _HostRun:
         except TaskSkipped as exc:
             return self.skipped(task, str(exc))
         except (ArgError, ModuleError) as exc:
-            raise _TaskFailed(f"{task.where}: {exc}") from None
-        if plan.changed and not self.engine.options.check and hasattr(module, "execute"):
+            if self.unmet_in_check(task, exc):
+                return self.skipped(
+                    task, f"cannot be checked until earlier changes are made: {exc}"
+                )
+            raise _TaskFailed(f"{task.where}: {exc}", getattr(exc, "data", None)) from None
+        if plan.changed and not self.check(task) and hasattr(module, "execute"):
             return self.carry_out_controller(task, module, args, plan, variables)
         return self.carry_out(task, plan, variables)
+
+    def unmet_in_check(self, task: Task, exc: Exception) -> bool:
+        """In --check, a host refusal that may only mean "an earlier task would have made this
+        possible" (a unit or group its package would create) skips instead of failing, once
+        this host has pending changes; ``fail``/``assert`` and argument errors still fail."""
+        return (
+            self.check(task)
+            and self.stats.changed > 0
+            and isinstance(exc, ModuleError)
+            and not isinstance(exc, TaskFailure)
+        )
 
     def carry_out_controller(
         self, task: Task, module: Any, args: dict[str, Any], plan: Plan, variables: Vars
@@ -523,7 +751,7 @@ class _HostRun:
         )
         if not plan.changed:
             return self.judge(task, mk("ok", plan.reason), variables)
-        if opts.check:
+        if self.check(task):
             if not plan.predictable:
                 return mk("skipped", plan.reason)
             return self.judge(task, mk("changed", "would " + "; ".join(plan.changes)), variables)
@@ -586,6 +814,34 @@ class _Engine:
         self.dead: set[str] = set()
         self.round_trips: dict[str, int] = {}
         self.warnings: list[str] = []
+        self.groups = group_members(inventory)
+        self.hostvars = _HostVars(inventory)
+        self.gates: dict[int, threading.BoundedSemaphore] = {}
+
+    def throttle(
+        self, task: Task, variables: Callable[[], Vars]
+    ) -> threading.BoundedSemaphore | None:
+        """The semaphore that lets at most ``task.throttle`` hosts run ``task`` at once (a
+        templated throttle takes the value the first host renders)."""
+        if not task.throttle:
+            return None
+        with self.lock:
+            gate = self.gates.get(id(task))
+            if gate is not None:
+                return gate
+            value = task.throttle
+            if _is_template(value):
+                value = render(value, variables(), task.where)
+            try:
+                size = int(str(value).strip())
+            except ValueError:
+                raise _TaskFailed(
+                    f"{task.where}: 'throttle' must be a number of hosts, got {value!r}"
+                ) from None
+            if size <= 0:
+                return None
+            gate = self.gates[id(task)] = threading.BoundedSemaphore(size)
+            return gate
 
     def emit(self, event: Event) -> None:
         if self.options.on_event is not None:
@@ -606,17 +862,26 @@ class _Engine:
         if opts.limit:
             limit = set(select_hosts(self.inventory, opts.limit, opts.limit_base_dir))
         aborted = ""
+        # Every play's hosts and serial first: a broken template stops the run before any
+        # host is contacted.
+        selected: list[tuple[Play, list[str], list[int | str]]] = []
         for play in self.playbook.plays:
             try:
-                hosts = select_hosts(self.inventory, play.hosts, self.playbook.base_dir)
+                pattern = play_pattern(play, self.inventory, opts.extra_vars)
+                hosts = select_hosts(self.inventory, pattern, self.playbook.base_dir)
             except PatternError as exc:  # like Ansible: warn and skip the play
                 self.warnings.append(f"{play.file}:{play.line}: play '{play.name}': {exc}")
                 continue
-            hosts = [h for h in hosts if (limit is None or h in limit) and h not in self.dead]
+            hosts = [h for h in hosts if limit is None or h in limit]
+            selected.append(
+                (play, hosts, play_serial(play, self.inventory, opts.extra_vars, hosts))
+            )
+        for play, all_hosts, serial in selected:
+            hosts = [h for h in all_hosts if h not in self.dead]
             for host in hosts:
                 self.stats.setdefault(host, HostStats())
                 self.runtime.setdefault(host, {})
-            for batch in batches(hosts, play.serial):
+            for batch in batches(hosts, serial):
                 failed = self.run_batch(play, batch)
                 pct = 100.0 * len(failed) / len(batch)
                 if play.max_fail_percentage is not None and pct > play.max_fail_percentage:
@@ -625,7 +890,7 @@ class _Engine:
                         f"than max_fail_percentage {play.max_fail_percentage:g}%"
                     )
                     break
-                if len(failed) == len(batch) and play.serial:
+                if len(failed) == len(batch) and serial:
                     aborted = f"play '{play.name}': every host of a batch failed"
                     break
             if aborted:
@@ -738,7 +1003,11 @@ def list_tasks(playbook: Playbook, options: ApplyOptions | None = None) -> list[
     o = options or ApplyOptions()
     lines = []
     for play in playbook.plays:
-        lines.append(f"play: {play.name} (hosts: {play.hosts})")
+        try:
+            pattern = play_pattern(play, None, o.extra_vars)
+        except EngineError:
+            pattern = play.hosts
+        lines.append(f"play: {play.name} (hosts: {pattern})")
         for task in play.tasks:
             if task_selected(task, o.tags, o.skip_tags):
                 tags = f"\tTAGS: [{', '.join(task.tags)}]" if task.tags else ""
@@ -752,7 +1021,8 @@ def list_hosts(inventory: Inventory, playbook: Playbook, options: ApplyOptions |
     limit = set(select_hosts(inventory, o.limit, o.limit_base_dir)) if o.limit else None
     out: list[tuple[str, list[str]]] = []
     for play in playbook.plays:
-        hosts = select_hosts(inventory, play.hosts, playbook.base_dir)
+        pattern = play_pattern(play, inventory, o.extra_vars)
+        hosts = select_hosts(inventory, pattern, playbook.base_dir)
         out.append((play.name, [h for h in hosts if limit is None or h in limit]))
     return out
 

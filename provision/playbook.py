@@ -32,6 +32,12 @@ TASK_KEYWORDS = {
     "args",
     "vars",
     "listen",
+    "retries",
+    "delay",
+    "until",
+    "backoff",
+    "throttle",
+    "check_mode",
 }
 PLAY_KEYWORDS = {
     "name",
@@ -44,8 +50,11 @@ PLAY_KEYWORDS = {
     "tasks",
     "handlers",
     "gather_facts",
+    "vars_files",
+    "defaults",
 }
-UNSUPPORTED_PLAY = {"roles", "pre_tasks", "post_tasks", "import_playbook", "include"}
+UNSUPPORTED_PLAY = {"roles", "pre_tasks", "post_tasks", "include"}
+IMPORT_KEYWORDS = {"import_playbook", "name"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -54,12 +63,22 @@ class PlaybookError(ProvisionError):
 
 
 class LineDict(dict):
-    """A mapping that remembers the (1-based) line it started on."""
+    """A mapping that remembers the (1-based) line it started on, and each key's line."""
 
     line: int = 0
+    key_lines: dict[Any, int]
+
+    def line_of(self, key: Any) -> int:
+        """The line of ``key`` (the mapping's own line when unknown)."""
+        return getattr(self, "key_lines", {}).get(key, self.line)
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it (about 10x faster on the shipped playbooks); the same
+# constructors, and its nodes carry the same line marks.
+_SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_SafeLoader):  # type: ignore[misc,valid-type]
     pass
 
 
@@ -67,6 +86,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
     loader.flatten_mapping(node)
     out = LineDict()
     out.line = node.start_mark.line + 1
+    out.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in out:
@@ -74,6 +94,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
                 f"{loader.name}:{key_node.start_mark.line + 1}: duplicate key '{key}'"
             )
         out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = key_node.start_mark.line + 1
     return out
 
 
@@ -102,6 +123,12 @@ class Task:
     no_log: bool = False
     vars: dict[str, Any] = field(default_factory=dict)
     listen: list[str] = field(default_factory=list)
+    retries: int | float | str | None = None  # a template is rendered when the task runs
+    delay: float | str | None = None
+    until: Any = None
+    backoff: bool = False
+    throttle: int | str = 0  # 0: no limit; a template is rendered when the task runs
+    check_mode: bool | None = None  # None: the run's --check; False: run even in --check
 
     @property
     def where(self) -> str:
@@ -115,14 +142,22 @@ class Play:
     hosts: str
     file: str
     line: int
-    vars: dict[str, Any] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)  # play vars, vars_files merged over them
+    defaults: dict[str, Any] = field(default_factory=dict)  # lowest precedence of all
+    vars_files: list[str] = field(default_factory=list)  # as written, for messages
     become: bool | None = None
     become_user: str | None = None
     serial: list[int | str] = field(default_factory=list)
+    serial_template: Any = None  # a templated ``serial``, rendered when the play runs
     max_fail_percentage: float | None = None
     gather_facts: bool = True
     tasks: list[Task] = field(default_factory=list)
     handlers: list[Task] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> str:
+        """The directory of the file this play is written in (``files/``, ``templates/``)."""
+        return os.path.dirname(os.path.abspath(self.file))
 
 
 @dataclass
@@ -155,7 +190,8 @@ def _str_list(value: Any, where: str, key: str) -> list[str]:
 
 
 def load_playbook(path: str) -> Playbook:
-    """Read and validate a playbook; raises :class:`PlaybookError` naming file:line."""
+    """Read and validate a playbook (and every playbook it imports); raises
+    :class:`PlaybookError` naming file:line."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -165,11 +201,16 @@ def load_playbook(path: str) -> Playbook:
 
 
 def parse_playbook(text: str, path: str = "<playbook>") -> Playbook:
-    """Parse playbook text (pure); ``path`` is only used in messages."""
+    """Parse playbook text; ``path`` is used in messages and to find imported playbooks and
+    vars files (relative to its directory). Reads nothing else."""
+    return Playbook(path, _parse_plays(text, path, (os.path.abspath(path),), ()))
+
+
+def _load_yaml(text: str, path: str) -> Any:
     loader = _LineLoader(text)
     loader.name = path
     try:
-        data = loader.get_single_data()
+        return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else 0
@@ -178,14 +219,92 @@ def parse_playbook(text: str, path: str = "<playbook>") -> Playbook:
         raise PlaybookError(f"{path}: invalid YAML: {exc}") from None
     finally:
         loader.dispose()
+
+
+def _parse_plays(
+    text: str, path: str, open_files: tuple[str, ...], links: tuple[str, ...]
+) -> list[Play]:
+    """The plays of one file, imports inlined. ``open_files`` are the absolute paths being
+    read (the import chain), ``links`` the ``FILE:LINE`` of each import on the way here."""
+    data = _load_yaml(text, path)
     if not isinstance(data, list):
         raise PlaybookError(f"{path}:1: a playbook is a list of plays")
-    plays = []
+    plays: list[Play] = []
     for index, raw in enumerate(data, 1):
         if not isinstance(raw, LineDict):
             raise PlaybookError(f"{path}: play {index} is not a mapping")
-        plays.append(_parse_play(raw, path, index))
-    return Playbook(path, plays)
+        if "import_playbook" in raw:
+            plays.extend(_import(raw, path, open_files, links))
+        else:
+            plays.append(_parse_play(raw, path, index))
+    return plays
+
+
+def _import(
+    raw: LineDict, path: str, open_files: tuple[str, ...], links: tuple[str, ...]
+) -> list[Play]:
+    """``- import_playbook: FILE``: that file's plays, here (Ansible's static import)."""
+    line = raw.line_of("import_playbook")
+    where = f"{path}:{line}: import_playbook"
+    for key in raw:
+        if key not in IMPORT_KEYWORDS:
+            raise PlaybookError(
+                f"{path}:{raw.line_of(key)}: import_playbook: unknown keyword '{key}'"
+            )
+    target = raw["import_playbook"]
+    if not isinstance(target, str) or not target.strip():
+        raise PlaybookError(f"{where}: expected a file name")
+    if is_template(target):
+        raise PlaybookError(f"{where}: templates are not supported in import_playbook")
+    target_path = _relative(path, target)
+    chain = (*links, f"{path}:{line}")
+    if os.path.abspath(target_path) in open_files:
+        raise PlaybookError(f"{where}: import cycle: {' -> '.join(chain)} -> {target_path}")
+    try:
+        with open(target_path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise PlaybookError(f"{where}: cannot read {target_path}: {exc.strerror}") from None
+    return _parse_plays(text, target_path, (*open_files, os.path.abspath(target_path)), chain)
+
+
+def _relative(path: str, name: str) -> str:
+    """``name`` relative to the directory of the file ``path`` (absolute names stay)."""
+    return os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(name)))
+
+
+def _vars_file(path: str, name: Any, where: str, key: str) -> dict[str, Any]:
+    """One vars/defaults file (a YAML mapping), relative to the playbook file ``path``."""
+    if not isinstance(name, str) or not name.strip():
+        raise PlaybookError(f"{where}: '{key}' entries must be file names, got {name!r}")
+    if is_template(name):
+        raise PlaybookError(f"{where}: '{key}': templates are not supported in file names")
+    file_path = _relative(path, name)
+    try:
+        with open(file_path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise PlaybookError(f"{where}: '{key}': cannot read {file_path}: {exc.strerror}") from None
+    data = _load_yaml(text, file_path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PlaybookError(f"{file_path}:1: a {key} file must hold a mapping of variables")
+    return dict(data)
+
+
+def _defaults(value: Any, path: str, where: str) -> dict[str, Any]:
+    """``defaults:``: a file, a mapping, or a list of them (later ones win)."""
+    items = value if isinstance(value, list) else [value]
+    out: dict[str, Any] = {}
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, dict):
+            out.update(item)
+        else:
+            out.update(_vars_file(path, item, where, "defaults"))
+    return out
 
 
 def _parse_play(raw: LineDict, path: str, index: int) -> Play:
@@ -204,11 +323,22 @@ def _parse_play(raw: LineDict, path: str, index: int) -> Play:
     if not isinstance(play_vars, dict):
         raise PlaybookError(f"{where}: 'vars' must be a mapping")
     play = Play(name=name, hosts=hosts, file=path, line=raw.line, vars=dict(play_vars))
+    if raw.get("vars_files") is not None:
+        vf_where = f"{path}:{raw.line_of('vars_files')}: play '{name}'"
+        play.vars_files = _str_list(raw["vars_files"], vf_where, "vars_files")
+        for item in play.vars_files:  # Ansible: vars_files win over play vars
+            play.vars.update(_vars_file(path, item, vf_where, "vars_files"))
+    if raw.get("defaults") is not None:
+        d_where = f"{path}:{raw.line_of('defaults')}: play '{name}'"
+        play.defaults = _defaults(raw["defaults"], path, d_where)
     if "become" in raw:
         play.become = _bool(raw["become"], where, "become")
     if raw.get("become_user") is not None:
         play.become_user = str(raw["become_user"])
-    play.serial = _serial(raw.get("serial"), where)
+    if _has_template(raw.get("serial")):
+        play.serial_template = raw["serial"]
+    else:
+        play.serial = parse_serial(raw.get("serial"), where)
     if "gather_facts" in raw:
         play.gather_facts = _bool(raw["gather_facts"], where, "gather_facts")
     if raw.get("max_fail_percentage") is not None:
@@ -236,7 +366,15 @@ def _parse_play(raw: LineDict, path: str, index: int) -> Play:
     return play
 
 
-def _serial(value: Any, where: str) -> list[int | str]:
+def _has_template(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return is_template(value)
+
+
+def parse_serial(value: Any, where: str) -> list[int | str]:
+    """``serial``: a number, a percentage or a list of them -> batch sizes; raises
+    :class:`PlaybookError` prefixed with ``where``."""
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
@@ -313,4 +451,41 @@ def _parse_task(raw: LineDict, path: str, number: int, handler: bool) -> Task:
     if not isinstance(task_vars, dict):
         raise PlaybookError(f"{where}: 'vars' must be a mapping")
     task.vars = dict(task_vars)
+    _retry_keywords(task, raw, where)
+    if "check_mode" in raw:
+        task.check_mode = _bool(raw["check_mode"], where, "check_mode")
     return task
+
+
+def _number(value: Any, where: str, key: str, *, integer: bool) -> int | float | str:
+    """A non-negative number, or a template rendered when the task runs."""
+    if is_template(value):
+        return value
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(str(value)) if integer else float(str(value))
+    except ValueError:
+        kind = "an integer" if integer else "a number of seconds"
+        raise PlaybookError(f"{where}: '{key}' must be {kind}, got {value!r}") from None
+    if number < 0:
+        raise PlaybookError(f"{where}: '{key}' must not be negative")
+    return number
+
+
+def _retry_keywords(task: Task, raw: LineDict, where: str) -> None:
+    if raw.get("retries") is not None:
+        task.retries = _number(raw["retries"], where, "retries", integer=True)
+    if raw.get("delay") is not None:
+        task.delay = _number(raw["delay"], where, "delay", integer=False)
+    task.until = raw.get("until")
+    if "backoff" in raw:
+        task.backoff = _bool(raw["backoff"], where, "backoff")
+    if raw.get("throttle") is not None:
+        throttle = raw["throttle"]
+        if is_template(throttle):
+            task.throttle = throttle
+        elif isinstance(throttle, bool) or not re.fullmatch(r"\d+", str(throttle).strip()):
+            raise PlaybookError(f"{where}: 'throttle' must be a number of hosts, got {throttle!r}")
+        else:
+            task.throttle = int(str(throttle))

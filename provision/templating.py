@@ -8,6 +8,7 @@ template reads them, through a mapping handed to Jinja as its context parent.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -45,6 +46,49 @@ def _regex_replace(value: Any, pattern: str, replacement: str = "") -> str:
     return re.sub(pattern, replacement, str(value))
 
 
+def _combine(*dicts: Any, recursive: bool = False) -> dict[str, Any]:
+    """Ansible's ``combine``: later mappings win; ``recursive`` merges nested mappings."""
+    out: dict[str, Any] = {}
+    for d in dicts:
+        if not isinstance(d, Mapping):
+            raise jinja2.TemplateRuntimeError(f"combine expects mappings, got {type(d).__name__}")
+        for key, value in d.items():
+            if recursive and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+                out[key] = _combine(out[key], value, recursive=True)
+            else:
+                out[key] = value
+    return out
+
+
+def _version_key(text: Any) -> list[tuple[int, Any]]:
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-+~]", str(text)) if p]
+
+
+_VERSION_OPS = {
+    "<": lambda a, b: a < b,
+    "lt": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "le": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "gt": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "ge": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "=": lambda a, b: a == b,
+    "eq": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<>": lambda a, b: a != b,
+    "ne": lambda a, b: a != b,
+}
+
+
+def _version(value: Any, other: Any, operator: str = "eq") -> bool:
+    """Ansible's ``version`` test (loose comparison: numeric parts compare as numbers)."""
+    if operator not in _VERSION_OPS:
+        raise jinja2.TemplateRuntimeError(f"version: unknown operator {operator!r}")
+    return bool(_VERSION_OPS[operator](_version_key(value), _version_key(other)))
+
+
 def _make_env() -> jinja2.Environment:
     env = ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
@@ -64,6 +108,12 @@ def _make_env() -> jinja2.Environment:
             "dirname": os.path.dirname,
             "mandatory": _mandatory,
             "regex_replace": _regex_replace,
+            "combine": _combine,
+            "ternary": lambda v, yes, no, none=None: (
+                none if v is None and none is not None else (yes if v else no)
+            ),
+            "dict2items": lambda d: [{"key": k, "value": v} for k, v in d.items()],
+            "items2dict": lambda items: {i["key"]: i["value"] for i in items},
         }
     )
     env.tests.update(
@@ -74,6 +124,8 @@ def _make_env() -> jinja2.Environment:
             "failed": lambda r: bool(isinstance(r, Mapping) and r.get("failed")),
             "succeeded": lambda r: not (isinstance(r, Mapping) and r.get("failed")),
             "skipped": lambda r: bool(isinstance(r, Mapping) and r.get("skipped")),
+            "version": _version,
+            "version_compare": _version,
         }
     )
     return env
@@ -148,19 +200,42 @@ def merge_vars(
     play: Mapping[str, Any],
     runtime: Mapping[str, Any],
     extra: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
 ) -> Vars:
-    """Ansible's precedence, lowest first: inventory (group/host vars) < play vars <
-    registered results and facts < ``-e`` extra vars."""
-    return Vars([inventory, play, runtime, extra])
+    """Ansible's precedence, lowest first: play ``defaults`` (like role defaults) < inventory
+    (group/host vars) < play vars (and vars_files) < registered results and facts < ``-e``."""
+    return Vars([defaults or {}, inventory, play, runtime, extra])
 
 
-# Exactly one expression and nothing around it (a trailing newline is content, so it counts).
-_SINGLE_EXPR = re.compile(r"\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}", re.S)
+@functools.lru_cache(maxsize=8192)
+def _compile(source: str) -> jinja2.Template:
+    """Compiled once per distinct source: the same task renders on every host, and compiling
+    costs far more than rendering."""
+    return ENV.from_string(source)
+
+
+@functools.lru_cache(maxsize=8192)
+def _single_expression(text: str) -> str | None:
+    """The expression when ``text`` is exactly one ``{{ }}`` and nothing around it (a trailing
+    newline is content, so it counts), as Jinja's own parser sees it (so ``}}`` inside a
+    literal such as ``{'a': {'b': 1}}`` is no trap); else None."""
+    if not (text.startswith("{{") and text.endswith("}}")):
+        return None
+    try:
+        body = ENV.parse(text).body
+    except jinja2.TemplateSyntaxError:
+        return None
+    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output):
+        return None
+    nodes = body[0].nodes
+    if len(nodes) != 1 or isinstance(nodes[0], jinja2.nodes.TemplateData):
+        return None
+    return text[2:-2].strip("-")
 
 
 def _evaluate(expr: str, variables: Mapping[str, Any]) -> Any:
     """The native value of one Jinja expression (a list stays a list, a number a number)."""
-    template = ENV.from_string("{% set provision_result = (" + expr + ") %}")
+    template = _compile("{% set provision_result = (" + expr + ") %}")
     module = template.make_module(vars=variables, shared=True)  # type: ignore[arg-type]
     value = module.provision_result  # type: ignore[attr-defined]
     if isinstance(value, jinja2.Undefined):
@@ -169,10 +244,10 @@ def _evaluate(expr: str, variables: Mapping[str, Any]) -> Any:
 
 
 def _render_string(text: str, variables: Mapping[str, Any]) -> Any:
-    match = _SINGLE_EXPR.fullmatch(text)
-    if match:
-        return _evaluate(match.group("expr"), variables)
-    template = ENV.from_string(text)
+    expr = _single_expression(text)
+    if expr is not None:
+        return _evaluate(expr, variables)
+    template = _compile(text)
     ctx = template.new_context(vars=variables, shared=True)  # type: ignore[arg-type]
     return jinja2.utils.concat(template.root_render_func(ctx))
 
@@ -202,7 +277,7 @@ def render(value: Any, variables: Mapping[str, Any], where: str = "") -> Any:
 def render_text(text: str, variables: Mapping[str, Any], where: str = "") -> str:
     """Render a whole template file's text (always a string)."""
     try:
-        template = ENV.from_string(text)
+        template = _compile(text)
         ctx = template.new_context(vars=variables, shared=True)  # type: ignore[arg-type]
         return jinja2.utils.concat(template.root_render_func(ctx))
     except (jinja2.TemplateError, TypeError, ValueError) as exc:
@@ -219,9 +294,9 @@ def condition(expr: Any, variables: Mapping[str, Any], where: str = "") -> bool:
     if expr is None:
         return True
     text = str(expr).strip()
-    match = _SINGLE_EXPR.fullmatch(text)
-    if match:
-        text = match.group("expr")
+    inner = _single_expression(text)
+    if inner is not None:
+        text = inner
     try:
         value = _evaluate(text, variables)
         return _bool(value) if isinstance(value, str) else bool(value)

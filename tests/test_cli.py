@@ -186,13 +186,13 @@ def test_become_password_file_missing_is_clear(flag: str, tmp_path) -> None:
 
 
 def _recap(stdout: str) -> dict[str, dict[str, int]]:
-    """The PLAY RECAP table by host: {host: {"ok": N, "changed": N, ...}}."""
-    lines = stdout.split("PLAY RECAP", 1)[1].strip().splitlines()
-    header = lines[0].split()
-    return {
-        cells[0]: dict(zip(header[1:], map(int, cells[1:]), strict=True))
-        for cells in (line.split() for line in lines[2:])
-    }
+    """The ansible-playbook style PLAY RECAP lines by host: {host: {"ok": N, ...}}."""
+    out = {}
+    for line in stdout.split("PLAY RECAP", 1)[1].splitlines():
+        host, sep, rest = line.partition(" : ")
+        if sep:
+            out[host.strip()] = {k: int(v) for k, v in (f.split("=") for f in rest.split())}
+    return out
 
 
 def test_apply_converges_then_changes_nothing(sshd_lab: SshdLab, tmp_path) -> None:

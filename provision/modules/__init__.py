@@ -6,10 +6,13 @@ from provision.modules.apt import AptModule
 from provision.modules.apt_repository import AptRepositoryModule
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step
 from provision.modules.commands import CommandModule, ShellModule
+from provision.modules.control import AssertModule, FailModule
 from provision.modules.docker_image import DockerImageModule
+from provision.modules.docker_state import DockerStateModule
 from provision.modules.files import CopyModule, FileModule, JsonMergeModule, TemplateModule
 from provision.modules.kmod import KernelModuleBlacklistModule
 from provision.modules.lineinfile import LineInFileModule
+from provision.modules.nvidia_state import NvidiaStateModule
 from provision.modules.reboot import RebootModule, TaskSkipped
 from provision.modules.service import ServiceModule
 from provision.modules.users import UserGroupsModule
@@ -31,6 +34,10 @@ MODULES: dict[str, Module] = {
         KernelModuleBlacklistModule(),
         LineInFileModule(),
         DockerImageModule(),
+        NvidiaStateModule(),
+        DockerStateModule(),
+        FailModule(),
+        AssertModule(),
     )
 }
 

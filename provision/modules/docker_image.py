@@ -1,14 +1,21 @@
 """docker_image: an image present (pulled only when missing, or when the registry's digest
-differs with ``refresh: true``) or absent; reports bytes pulled and seconds.
+differs with ``refresh: true``) or absent; reports bytes pulled, seconds and attempts.
 
 The lookup follows the audit's (:func:`provision.audit.probe.image_facts`): an image pulled by
 digest has no tag, so ``name@digest`` is inspected first, then ``name``. Registry credentials
 travel on stdin (``docker login --password-stdin``), never in a command line, a log or a diff.
+
+Before a pull the state read also asks dockerd for its root dir (and the free space there) and
+the registry for the image's compressed size, so a pull that cannot fit is refused before it
+fills the disk halfway. A pull that fails on a transient network or registry error is retried
+with a doubling back-off; "not found", "unauthorized" and "denied" are final at once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -17,8 +24,44 @@ from typing import Any
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step, noop
 from provision.shell import quote
 
+log = logging.getLogger(__name__)
+
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _FORMAT = "{{.Id}}|{{.Size}}|{{json .RepoDigests}}"
+_INFO = "{{.DockerRootDir}}|{{.OSType}}|{{.Architecture}}"
+_REGISTRY_TIMEOUT = 30  # seconds for one `docker manifest inspect` in the batched state read
+
+# `docker info` reports the kernel's machine name; manifests name Go's GOARCH (and a variant).
+_ARCH = {
+    "x86_64": ("amd64", ""),
+    "amd64": ("amd64", ""),
+    "aarch64": ("arm64", ""),
+    "arm64": ("arm64", ""),
+    "armv7l": ("arm", "v7"),
+    "armv6l": ("arm", "v6"),
+    "i386": ("386", ""),
+    "i686": ("386", ""),
+    "ppc64le": ("ppc64le", ""),
+    "s390x": ("s390x", ""),
+    "riscv64": ("riscv64", ""),
+}
+
+# Errors that end a pull for good: retrying cannot make an image exist or a login valid, and a
+# full disk stays full. Checked before the transient ones.
+_FINAL = re.compile(
+    r"not found|manifest unknown|unauthorized|denied|authentication required|"
+    r"invalid reference|no matching manifest|no space left|no such host",
+    re.IGNORECASE,
+)
+# Network and registry hiccups worth another attempt (dockerd's and Go's net/http wording).
+_TRANSIENT = re.compile(
+    r"timeout|timed out|deadline exceeded|connection refused|connection reset|broken pipe|"
+    r"tls handshake|\bEOF\b|network is unreachable|no route to host|temporary failure|"
+    r"server misbehaving|too many open connections|"
+    r"(?:status|HTTP)[: ]+5\d\d\b|"
+    r"\b5\d\d (?:Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)",
+    re.IGNORECASE,
+)
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -35,31 +78,59 @@ def registry_of(name: str) -> str | None:
     return None
 
 
-def state_script(name: str, digest: str, refresh: bool) -> str:
-    """Print ``local=<candidate>|<id>|<size>|<digests json>`` for the first reference found and,
-    for refresh, ``remote=<json>`` from the registry (``docker manifest inspect -v``)."""
+def human_bytes(n: float) -> str:
+    """Decimal units, as registries and ``docker images`` show sizes: 1.2 GB, 35.0 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def state_script(name: str, digest: str, refresh: bool, disk: bool = False) -> str:
+    """Print ``local=<candidate>|<id>|<size>|<digests json>`` for the first reference found; for
+    refresh, or for the disk check when the exact reference is missing (a pull is coming),
+    ``root=<DockerRootDir>|<os>|<arch>``, ``free=<bytes>`` and ``remote=<json>`` from the
+    registry (``docker manifest inspect -v``). A converged run never asks the registry."""
     candidates = [f"{name}@{digest}", name] if digest else [name]
-    lines = ["command -v docker >/dev/null 2>&1 || { echo docker=missing; exit 0; }"]
+    lines = ["command -v docker >/dev/null 2>&1 || { echo docker=missing; exit 0; }", "hit="]
     loop = " ".join(quote(c) for c in candidates)
     lines.append(
         f"for c in {loop}; do "
         f'o=$(docker image inspect --format {quote(_FORMAT)} "$c" 2>/dev/null) && '
-        '{ echo "local=$c|$o"; break; }; done'
+        '{ echo "local=$c|$o"; hit=$c; break; }; done'
     )
-    if refresh and not digest:
-        # dockerd trusts loopback registries over plain HTTP by default; the CLI must be told.
-        registry = (registry_of(name) or "").rsplit(":", 1)[0]
-        insecure = "--insecure " if registry == "localhost" or registry.startswith("127.") else ""
-        lines.append(
-            f'echo "remote=$(docker manifest inspect -v {insecure}{quote(name)} 2>&1'
-            " | tr -d '\\n')\""
-        )
+    remote_ref = candidates[0]
+    refresh = refresh and not digest
+    if not (refresh or disk):
+        return "\n".join(lines)
+    # dockerd trusts loopback registries over plain HTTP by default; the CLI must be told.
+    registry = (registry_of(name) or "").rsplit(":", 1)[0]
+    insecure = "--insecure " if registry == "localhost" or registry.startswith("127.") else ""
+    reads = []
+    if disk:
+        reads += [
+            f"r=$(docker info --format {quote(_INFO)} 2>/dev/null)",
+            'echo "root=$r"',
+            'd=${r%%|*}; [ -n "$d" ] && echo "free=$(df -B1 --output=avail "$d" 2>/dev/null'
+            " | tail -n 1 | tr -d ' ')\"",
+        ]
+    reads.append(
+        f'echo "remote=$(timeout {_REGISTRY_TIMEOUT} docker manifest inspect -v {insecure}'
+        f"{quote(remote_ref)} 2>&1 | tr -d '\\n')\""
+    )
+    body = "\n".join(reads)
+    if refresh:
+        lines.append(body)
+    else:
+        lines.append(f'if [ "$hit" != {quote(remote_ref)} ]; then\n{body}\nfi')
     return "\n".join(lines)
 
 
 def parse_state(text: str | None) -> dict[str, Any]:
-    """The snippet's output -> {docker_missing, found, id, size, digests, remote, remote_error}."""
+    """The snippet's output -> {docker_missing, found, id, size, digests, remote, remote_error,
+    data_root, platform, free, compressed, size_error}."""
     out: dict[str, Any] = {"docker_missing": False, "found": None, "digests": []}
+    remote_text: str | None = None
     for line in (text or "").splitlines():
         key, _, value = line.partition("=")
         if key == "docker" and value.strip() == "missing":
@@ -71,9 +142,18 @@ def parse_state(text: str | None) -> dict[str, Any]:
                 out["digests"] = json.loads(digests) or []
             except ValueError:
                 out["digests"] = []
+        elif key == "root":
+            root, ostype, arch = [*value.strip().split("|", 2), "", ""][:3]
+            out["data_root"] = root or None
+            out["platform"] = (ostype, arch) if ostype and arch else None
+        elif key == "free":
+            out["free"] = int(value.strip()) if value.strip().isdigit() else None
         elif key == "remote":
+            remote_text = value
             remote, error = remote_digests(value)
             out["remote"], out["remote_error"] = remote, error
+    if remote_text is not None:
+        out["compressed"], out["size_error"] = compressed_size(remote_text, out.get("platform"))
     return out
 
 
@@ -99,8 +179,85 @@ def remote_digests(text: str) -> tuple[list[str], str | None]:
     return [d for d in dict.fromkeys(out) if d], None
 
 
+def compressed_size(text: str, platform: tuple[str, str] | None) -> tuple[int | None, str | None]:
+    """The sum of the layer sizes (compressed, as they travel) of the manifest this host pulls,
+    or None and why not. A single manifest counts as it is; from a multi-platform list the entry
+    for the host's os/architecture (and variant, for arm) is chosen, as dockerd does."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        why = text.strip()[-200:] or "no answer"
+        return None, f"the registry did not tell the image's size: {why}"
+    entries = [e for e in (doc if isinstance(doc, list) else [doc]) if isinstance(e, dict)]
+    if isinstance(doc, list):
+        if platform is None:
+            return None, "docker info gave no platform to choose from the registry's list"
+        want_os = platform[0].lower()
+        want_arch, want_variant = _ARCH.get(platform[1].lower(), (platform[1].lower(), ""))
+
+        def platform_of(entry: dict[str, Any]) -> dict[str, Any]:
+            return (entry.get("Descriptor") or {}).get("platform") or {}
+
+        matching = [
+            e
+            for e in entries
+            if platform_of(e).get("os") == want_os
+            and platform_of(e).get("architecture") == want_arch
+        ]
+        exact = [e for e in matching if platform_of(e).get("variant", "") == want_variant]
+        entries = (exact or matching)[:1]
+        if not entries:
+            return None, f"the registry lists no image for {want_os}/{want_arch}"
+    for entry in entries:
+        manifest = entry.get("SchemaV2Manifest") or entry.get("OCIManifest") or {}
+        layers = manifest.get("layers")
+        if isinstance(layers, list) and layers:
+            sizes = [layer.get("size") for layer in layers if isinstance(layer, dict)]
+            if all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+                return sum(sizes), None
+    return None, "the registry's manifest gives no layer sizes"
+
+
+def is_transient(detail: str) -> bool:
+    """Whether a failed pull or login is worth another attempt (see _FINAL and _TRANSIENT)."""
+    return not _FINAL.search(detail) and bool(_TRANSIENT.search(detail))
+
+
+def retry_delays(retries: int, delay: float) -> list[float]:
+    """The waits before each retry: ``delay``, doubling per attempt."""
+    return [delay * 2**i for i in range(max(0, retries))]
+
+
+def disk_check(ref: str, factor: float, st: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """(result keys, a note when the check could not be made); refuses (ModuleError) a pull
+    that needs more than ``factor`` x the compressed size free on Docker's root dir: layers
+    arrive compressed and are extracted beside them."""
+    root, free, compressed = st.get("data_root"), st.get("free"), st.get("compressed")
+    keys: dict[str, Any] = {"data_root": root, "free_bytes": free, "compressed_bytes": compressed}
+    if factor <= 0:
+        return {**keys, "disk_check": "disabled (disk_factor: 0)"}, None
+    note = None
+    if root is None:
+        note = "disk space not checked: docker info gave no root dir"
+    elif free is None:
+        note = f"disk space not checked: free space on {root} is unknown"
+    elif compressed is None:
+        note = f"disk space not checked: {st.get('size_error') or 'image size unknown'}"
+    if note:
+        return {**keys, "disk_check": note}, note
+    needed = math.ceil(factor * compressed)
+    keys["needed_bytes"] = needed
+    if free < needed:
+        raise ModuleError(
+            f"{ref} needs about {human_bytes(needed)} ({factor:g} x the compressed size "
+            f"{human_bytes(compressed)}, for extraction), {human_bytes(free)} free on {root}; "
+            "free space or set docker_data_root"
+        )
+    return {**keys, "disk_check": "ok"}, None
+
+
 def pull_steps(args: dict[str, Any], ref: str) -> list[Step]:
-    """Login (password on stdin) when asked, pull with a bound, then print the size."""
+    """Login (password on stdin) when a username is given, pull with a bound, print the size."""
     steps: list[Step] = []
     if args["username"]:
         registry = registry_of(split_ref(args["name"])[0])
@@ -113,6 +270,34 @@ def pull_steps(args: dict[str, Any], ref: str) -> list[Step]:
     return steps
 
 
+class PullFailed(ModuleError):
+    """A pull (or its login) failed for good; ``data`` carries ``attempts`` for the result."""
+
+    def __init__(self, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.data: dict[str, Any] = {"attempts": attempts}
+
+
+def _sleep(seconds: float) -> None:
+    """The back-off wait (a function of its own so spec tests can record it)."""
+    time.sleep(seconds)
+
+
+def _number(name: str, value: Any) -> float | None:
+    """A non-negative number (int, float or numeric string); None for an unrendered template."""
+    if isinstance(value, str) and "{{" in value:
+        return None
+    if isinstance(value, bool):
+        raise ArgError(f"argument '{name}' must be a number, got a boolean")
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ArgError(f"argument '{name}' must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ArgError(f"argument '{name}' must be a number >= 0, got {value!r}")
+    return number
+
+
 class DockerImageModule(Module):
     name = "docker_image"
     spec = (
@@ -122,11 +307,21 @@ class DockerImageModule(Module):
         Arg("timeout", "int", default=600),
         Arg("username"),
         Arg("password"),
+        Arg("disk_factor", "raw", default=2.5),
+        Arg("retries", "int", default=2),
+        Arg("retry_delay", "raw", default=5),
     )
 
     def check_combination(self, args: dict[str, Any]) -> None:
-        if bool(args.get("username")) != bool(args.get("password")):
-            raise ArgError("module 'docker_image': give both 'username' and 'password', or neither")
+        user, password = args.get("username"), args.get("password")
+        if not any(isinstance(v, str) and "{{" in v for v in (user, password)):
+            # An empty username means "no login" (a playbook's default); a password then is a
+            # forgotten username, not something to drop silently.
+            user = str(user or "").strip()
+            if user and not password:
+                raise ArgError("module 'docker_image': 'username' needs a 'password'")
+            if password and not user:
+                raise ArgError("module 'docker_image': a 'password' without a 'username'")
         name = args.get("name")
         if isinstance(name, str) and "{{" not in name:
             _, digest = split_ref(name)
@@ -135,10 +330,26 @@ class DockerImageModule(Module):
         timeout = args.get("timeout")
         if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
             raise ArgError("argument 'timeout' must be a positive number of seconds")
+        retries = args.get("retries")
+        if isinstance(retries, int) and not isinstance(retries, bool) and retries < 0:
+            raise ArgError("argument 'retries' must be 0 or more")
+        for key in ("disk_factor", "retry_delay"):
+            if args.get(key) is not None:
+                _number(key, args[key])
+
+    def finalize(self, args: dict[str, Any]) -> dict[str, Any]:
+        out = super().finalize(args)
+        for key in ("disk_factor", "retry_delay"):
+            out[key] = _number(key, out[key])
+        out["username"] = (out["username"] or "").strip()
+        return out
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         name, digest = split_ref(args["name"])
-        return state_script(name, digest, args["refresh"] and args["state"] == "present")
+        present = args["state"] == "present"
+        return state_script(
+            name, digest, args["refresh"] and present, present and args["disk_factor"] > 0
+        )
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
         ref = args["name"]
@@ -163,9 +374,9 @@ class DockerImageModule(Module):
                 result=info,
             )
         if found is not None and not matches:
-            return self._pull(args, ref, f"pull {ref} (local {name} has another digest)", info)
+            return self._pull(args, ref, f"local {name} has another digest", info, st)
         if found is None:
-            return self._pull(args, ref, f"pull {ref}", info)
+            return self._pull(args, ref, None, info, st)
         if not args["refresh"] or digest:
             why = "pinned by digest" if digest else "refresh: false"
             return noop(f"{ref} is present ({st.get('id')}, {why})", **info)
@@ -174,17 +385,21 @@ class DockerImageModule(Module):
         remote = st.get("remote") or []
         if any(d in local_digests or d == st.get("id") for d in remote):
             return noop(f"{ref} is present and matches the registry ({remote[0]})", **info)
-        return self._pull(
-            args, ref, f"pull {ref} (registry digest {', '.join(remote) or '?'} differs)", info
-        )
+        why = f"registry digest {', '.join(remote) or '?'} differs"
+        return self._pull(args, ref, why, info, st)
 
     @staticmethod
-    def _pull(args: dict[str, Any], ref: str, change: str, info: dict[str, Any]) -> Plan:
+    def _pull(
+        args: dict[str, Any], ref: str, why: str | None, info: dict[str, Any], st: dict[str, Any]
+    ) -> Plan:
+        """A pull, after the disk check (which may refuse it or add a note to the change)."""
+        disk, note = disk_check(ref, args["disk_factor"], st)
+        notes = "; ".join(n for n in (why, note) if n)
         return Plan(
             True,
-            changes=[change],
+            changes=[f"pull {ref} ({notes})" if notes else f"pull {ref}"],
             steps=pull_steps(args, ref),
-            result={**info, "id_before": info["id"]},
+            result={**info, **disk, "id_before": info["id"]},
         )
 
     def execute(
@@ -195,26 +410,65 @@ class DockerImageModule(Module):
         reconnect: Callable[[], None],
         become: bool | None,
     ) -> dict[str, Any]:
-        """Run the plan's steps, timing the pull, and report bytes (the image's size) and time."""
+        """Run the plan's steps, timing them; a login or pull that fails on a transient error
+        is tried again after ``retry_delay`` (doubling), up to ``retries`` more times."""
         started = time.monotonic()
         size: int | None = None
+        pulling = args["state"] == "present"
+        delays = retry_delays(args["retries"], args["retry_delay"]) if pulling else []
+        attempts = 1
         for step in plan.steps:
-            done = session.run(
-                step.script, stdin=step.stdin, become=become, timeout=args["timeout"] + 30
-            )
-            if done.exit_code != 0:
+            while True:
+                done = session.run(
+                    step.script, stdin=step.stdin, become=become, timeout=args["timeout"] + 30
+                )
+                if done.exit_code == 0:
+                    break
                 what = "docker login" if step.stdin is not None else step.script
-                detail = done.stderr.strip()[-400:]
+                detail = (done.stderr.strip() or done.stdout.strip())[-400:]
                 if done.exit_code == 124:
                     detail = f"timed out after {args['timeout']} s"
-                raise ModuleError(f"{what} failed (exit {done.exit_code}): {detail}")
+                if delays and is_transient(detail):
+                    wait = delays.pop(0)
+                    log.warning(
+                        "%s: %s failed (%s); retrying in %g s (%d left)",
+                        getattr(session, "name", "?"),
+                        what,
+                        detail.splitlines()[-1] if detail else f"exit {done.exit_code}",
+                        wait,
+                        len(delays) + 1,
+                    )
+                    _sleep(wait)
+                    attempts += 1
+                    continue
+                tries = f" after {attempts} attempts" if attempts > 1 else ""
+                raise PullFailed(
+                    f"{what} failed (exit {done.exit_code}){tries}: {detail}", attempts
+                )
             for line in done.stdout.splitlines():
                 if line.startswith("size=") and line[5:].strip().isdigit():
                     size = int(line[5:].strip())
         seconds = round(time.monotonic() - started, 2)
-        if args["state"] == "absent":
+        if not pulling:
             return {"seconds": seconds}
-        return {"pulled": True, "bytes": size, "seconds": seconds, "size": size}
+        return {
+            "pulled": True,
+            "bytes": size,
+            "seconds": seconds,
+            "size": size,
+            "attempts": attempts,
+        }
 
 
-__all__ = ["DockerImageModule", "parse_state", "registry_of", "remote_digests", "split_ref"]
+__all__ = [
+    "DockerImageModule",
+    "compressed_size",
+    "disk_check",
+    "human_bytes",
+    "is_transient",
+    "parse_state",
+    "registry_of",
+    "remote_digests",
+    "retry_delays",
+    "split_ref",
+]

@@ -1,10 +1,15 @@
 """A local signed flat apt repository, served on 127.0.0.1, for the apt_repository tests.
 
 It stands in for vendor repositories (NVIDIA, Docker) that cannot be reached here: one stand-in
-package built with ``dpkg-deb``, indexed with ``apt-ftparchive`` (Debian package ``apt-utils``),
+package built with ``dpkg-deb`` plus any prebuilt ``.deb`` files the caller passes (``debs``: the
+stand-in NVIDIA packages of tests/lab/standin_debs.py), indexed with ``apt-ftparchive``
+(Debian package ``apt-utils``),
 ``Release`` signed into ``InRelease`` with a throwaway ed25519 key in a temporary GNUPGHOME (no
 passphrase), served by a Python HTTP server thread. Booted lab hosts share the machine's network,
 so they reach it. A second throwaway key is served as ``wrong.asc`` for the fingerprint refusal.
+
+The repository is FLAT (no dists/ tree), like NVIDIA's CUDA and container toolkit repositories:
+a deb822 source uses ``URIs: <url>`` with ``Suites: /`` (NVIDIA's spelling) or ``Suites: ./``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +49,7 @@ class AptRepo:
     """The served repository: its URL, the signing key's fingerprint and armored public key."""
 
     root: Path
+    debs: tuple[Path, ...] = ()  # prebuilt packages served beside the built-in stand-in
     url: str = ""
     fingerprint: str = ""
     wrong_fingerprint: str = ""
@@ -108,6 +115,8 @@ class AptRepo:
         env = self._env()
         self._build_deb()
         repo = self.root / "repo"
+        for deb in self.debs:
+            shutil.copyfile(deb, repo / deb.name)
         (repo / "Packages").write_text(_run(["apt-ftparchive", "packages", "."], env, repo))
         release = _run(["apt-ftparchive", "release", "."], env, repo)
         (repo / "Release").write_text(release)
@@ -138,9 +147,10 @@ class AptRepo:
         shutil.rmtree(self._gnupg, ignore_errors=True)
 
 
-def start_repo(root: Path) -> AptRepo:
-    """Build and serve; the caller closes it (see the ``apt_repo`` fixtures of the tests)."""
-    repo = AptRepo(root)
+def start_repo(root: Path, debs: Sequence[Path] = ()) -> AptRepo:
+    """Build and serve (with the prebuilt ``debs`` too); the caller closes it (see the
+    ``apt_repo`` fixtures of the tests)."""
+    repo = AptRepo(root, debs=tuple(debs))
     try:
         return repo.build().serve()
     except BaseException:

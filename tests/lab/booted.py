@@ -6,6 +6,10 @@ bookworm with systemd as PID 1, booted from a shared, cached base root filesyste
 overlayfs copy-on-write layer, reachable over real OpenSSH on 127.0.2.N:22. See
 docs/lab-recipe.md section 2 (in the shared docs) for why the nspawn flags are what they are.
 
+Stand-in hardware (``BootedLab.start(..., gpus=[("0000:01:00.0", "0x2330")])``, see StandinSys):
+fake NVIDIA GPUs in /sys/bus/pci/devices and a writable /sys/module whose ``nvidia/`` folder is
+empty at every boot; the stand-in driver packages (tests/lab/standin_debs.py) "load" the module.
+
 Layout on the machine:
 - BASE_DIR/root: the debootstrap result, built once; BASE_DIR/stamp.json is written only after a
   successful build, so a crashed build is redone; BASE_LOCK serialises builds across processes.
@@ -32,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -459,6 +464,92 @@ def cleanup_stale() -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# Stand-in hardware: fake NVIDIA GPUs on the PCI bus, a writable /sys/module
+
+NVIDIA_PCI_VENDOR = "0x10de"
+PCI_CLASS_3D = "0x030200"  # 3D controller: what data-centre GPUs (H100, A100) report
+_SLOT_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_DEVICE_RE = re.compile(r"^0x[0-9a-f]{4}$")
+
+
+def check_gpus(gpus: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Validate (PCI slot, device id) pairs like ("0000:01:00.0", "0x2330"); lower-cased."""
+    out = []
+    for slot, device in gpus:
+        slot, device = slot.lower(), device.lower()
+        if not _SLOT_RE.match(slot) or not _DEVICE_RE.match(device):
+            raise LabError(f"bad stand-in GPU {(slot, device)!r}: want ('0000:01:00.0', '0x2330')")
+        out.append((slot, device))
+    return tuple(out)
+
+
+def _nouveau_blacklisted(root: Path) -> bool:
+    """Whether modprobe.d in the host's root blacklists nouveau (the stand-in ignores initramfs)."""
+    for folder in ("etc/modprobe.d", "lib/modprobe.d", "usr/lib/modprobe.d"):
+        for conf in sorted((root / folder).glob("*.conf")):
+            with contextlib.suppress(OSError):
+                for line in conf.read_text(errors="replace").splitlines():
+                    if line.split("#", 1)[0].split() == ["blacklist", "nouveau"]:
+                        return True
+    return False
+
+
+@dataclass(frozen=True)
+class StandinSys:
+    """STAND-IN sysfs folders on the machine, bound into a booted host by systemd-nspawn.
+
+    Real /sys inside the container is read-only and shows the machine's (GPU-less) devices, so a
+    host with stand-in hardware gets, at every boot:
+    - ``pci_devices`` bound READ-ONLY over /sys/bus/pci/devices: one folder per fake GPU holding
+      ``vendor`` (0x10de), ``device`` and ``class`` (0x030200), as the kernel shows them (the
+      machine's real devices are hidden there);
+    - ``modules`` bound WRITABLE over /sys/module, holding an EMPTY ``nvidia/`` folder: "no
+      nvidia module loaded" after a fresh boot. The stand-in driver package's boot unit writes
+      ``nvidia/version`` (the kernel loading the module); the NVML stand-in reads it. With
+      ``nouveau`` it also holds ``nouveau/`` (nouveau loaded), which the stand-in driver's unit
+      respects like the real module (nvidia does not load while nouveau holds the GPU).
+    Only the stand-in folders are visible under /sys/module (nothing in provision or the lab
+    reads other modules there; /proc/modules stays the machine's).
+    """
+
+    root: Path
+
+    @property
+    def pci_devices(self) -> Path:
+        return self.root / "pci-devices"
+
+    @property
+    def modules(self) -> Path:
+        return self.root / "module"
+
+    def reset(self, gpus: Sequence[tuple[str, str]], nouveau: bool = False) -> None:
+        """Rebuild the folders for a fresh boot (called by the boot supervisor)."""
+        shutil.rmtree(self.pci_devices, ignore_errors=True)
+        shutil.rmtree(self.modules, ignore_errors=True)
+        self.pci_devices.mkdir(parents=True)
+        for slot, device in check_gpus(gpus):
+            dev = self.pci_devices / slot
+            dev.mkdir()
+            for name, value in (
+                ("vendor", NVIDIA_PCI_VENDOR),
+                ("device", device),
+                ("class", PCI_CLASS_3D),
+                ("subsystem_vendor", NVIDIA_PCI_VENDOR),
+            ):
+                (dev / name).write_text(value + "\n")
+        (self.modules / "nvidia").mkdir(parents=True)
+        if nouveau:
+            (self.modules / "nouveau").mkdir()
+            (self.modules / "nouveau" / "initstate").write_text("live\n")
+
+    def loaded_nvidia_version(self) -> str:
+        """What the stand-in module reports as loaded ("" when not loaded)."""
+        with contextlib.suppress(OSError):
+            return (self.modules / "nvidia" / "version").read_text().strip()
+        return ""
+
+
+# --------------------------------------------------------------------------------------------
 # One booted host
 
 
@@ -480,6 +571,10 @@ class BootedHost:
     # False: a reboot inside leaves the host down (fault tests: "a reboot that never comes back").
     restart_on_reboot: bool = True
     exit_statuses: list[int] = field(default_factory=list)
+    # STAND-IN hardware (see StandinSys): fake NVIDIA GPUs on the PCI bus as (slot, device id),
+    # e.g. (("0000:01:00.0", "0x2330"),), and a nouveau module "loaded" at boot unless blacklisted.
+    gpus: tuple[tuple[str, str], ...] = ()
+    standin_nouveau: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _stopping: bool = field(default=False, repr=False)
@@ -511,7 +606,35 @@ class BootedHost:
             self.name,
             "-b",
             "--console=pipe",
+            *self._standin_sys_argv(),
         ]
+
+    # -- stand-in hardware -------------------------------------------------------------------
+
+    @property
+    def uses_standin_sys(self) -> bool:
+        """True when this host sees stand-in sysfs folders instead of the machine's."""
+        return bool(self.gpus) or self.standin_nouveau
+
+    @property
+    def standin_sys(self) -> StandinSys:
+        return StandinSys(self.tmpdir / "standin-sys")
+
+    def _standin_sys_argv(self) -> list[str]:
+        if not self.uses_standin_sys:
+            return []
+        sysdir = self.standin_sys
+        return [
+            f"--bind-ro={sysdir.pci_devices}:/sys/bus/pci/devices",
+            f"--bind={sysdir.modules}:/sys/module",
+        ]
+
+    def _reset_standin_sys(self) -> None:
+        """Before every boot: the PCI devices as configured, no nvidia module loaded."""
+        if self.uses_standin_sys:
+            self.standin_sys.reset(
+                self.gpus, nouveau=self.standin_nouveau and not _nouveau_blacklisted(self.merged)
+            )
 
     def _supervise(self) -> None:
         """Boot, and boot again whenever the container rebooted itself (nspawn status 133)."""
@@ -519,6 +642,7 @@ class BootedHost:
             with open(self.log_path, "ab") as log, self._lock:
                 if self._stopping:
                     return
+                self._reset_standin_sys()
                 self._proc = subprocess.Popen(
                     self._nspawn_argv(),
                     stdin=subprocess.DEVNULL,
@@ -734,13 +858,34 @@ class BootedLab:
         self.key_path = self.workdir / "id_ed25519"
         self.public_key = _ssh_keygen(self.key_path, "provision-lab-client")
 
-    def start(self, count: int, prefix: str = "lab", timeout: float = 120.0) -> list[BootedHost]:
+    def start(
+        self,
+        count: int,
+        prefix: str = "lab",
+        timeout: float = 120.0,
+        *,
+        gpus: Sequence[tuple[str, str]] = (),
+        host_gpus: Sequence[Sequence[tuple[str, str]]] | None = None,
+        nouveau: bool = False,
+    ) -> list[BootedHost]:
+        """Boot `count` hosts in parallel.
+
+        Stand-in hardware (see StandinSys): `gpus` gives every host these fake NVIDIA GPUs as
+        (PCI slot, device id) pairs, e.g. ``[("0000:01:00.0", "0x2330")]`` (an H100);
+        `host_gpus` gives each host its own list instead (one entry per host, ``[]`` = none);
+        `nouveau` makes nouveau "loaded" at every boot until modprobe.d blacklists it.
+        """
+        if host_gpus is not None and len(host_gpus) != count:
+            raise LabError(f"host_gpus has {len(host_gpus)} entries for {count} hosts")
+        per_host = [check_gpus(g) for g in host_gpus] if host_gpus is not None else None
         cleanup_stale()
         self.base = ensure_base()
         new = []
-        for _ in range(count):
+        for index in range(count):
             new.append(self._prepare(prefix))
             self.hosts.append(new[-1])  # from here on close() cleans it up
+            new[-1].gpus = per_host[index] if per_host is not None else check_gpus(gpus)
+            new[-1].standin_nouveau = nouveau
         with ThreadPoolExecutor(max_workers=max(1, count)) as pool:
             list(pool.map(lambda host: host.start(timeout), new))
         return new
@@ -838,14 +983,18 @@ def require_lab_tools() -> None:
 
 @pytest.fixture(scope="module")
 def booted_hosts() -> Iterator[Callable[..., list[BootedHost]]]:
-    """Factory: `booted_hosts(n)` boots n fresh hosts, all torn down at the end of the module."""
+    """Factory: `booted_hosts(n)` boots n fresh hosts, all torn down at the end of the module.
+
+    `booted_hosts(1, prefix="gpu", gpus=[("0000:01:00.0", "0x2330")])` boots a host with a
+    stand-in NVIDIA GPU on its PCI bus and an empty, writable /sys/module/nvidia stand-in."""
     labs: list[BootedLab] = []
 
-    def boot(count: int = 2, prefix: str = "lab") -> list[BootedHost]:
+    def boot(count: int = 2, prefix: str = "lab", **standin: Any) -> list[BootedHost]:
+        """`standin`: BootedLab.start's gpus= / host_gpus= / nouveau= (stand-in hardware)."""
         require_lab_tools()
         lab = BootedLab()
         labs.append(lab)
-        return lab.start(count, prefix)
+        return lab.start(count, prefix, **standin)
 
     yield boot
     for lab in labs:

@@ -1,8 +1,11 @@
 """STAND-IN for NVIDIA's NVML library (``libnvidia-ml.so.1``), built by the tests with gcc.
 
-The real ``pynvml`` inside the real probe loads it through ``LD_LIBRARY_PATH``; the GPU state
-comes from a scenario file named by ``NVML_STANDIN_SCENARIO`` (format in ``nvml_standin.c``).
-Nothing in Python is patched: only the hardware boundary is replaced.
+The real ``pynvml`` inside the real probe loads it through ``LD_LIBRARY_PATH`` (or, on lab hosts
+with the stand-in driver package of tests/lab/standin_debs.py, from the system library folder);
+the GPU state comes from a scenario file named by ``NVML_STANDIN_SCENARIO``, default
+``/etc/nvml-standin/scenario`` (format in ``nvml_standin.c``). ``nvidia_smi.c`` is a stand-in
+``nvidia-smi`` that answers through NVML. Nothing in Python is patched: only the hardware
+boundary is replaced.
 """
 
 from __future__ import annotations
@@ -16,36 +19,48 @@ from collections.abc import Mapping
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "nvml_standin.c")
+SMI_SOURCE = os.path.join(HERE, "nvidia_smi.c")
 BUILD_ROOT = os.path.join(os.path.dirname(HERE), "build")  # gitignored (build/)
+LIB_FLAGS = ("-shared", "-fPIC", "-O1", "-w", "-Wl,-soname,libnvidia-ml.so.1")
+SMI_FLAGS = ("-O1", "-w")
 
 GIB = 1024**3
 
 
-def build() -> str:
-    """Compile the stand-in once per source version; return the folder holding the library."""
-    with open(SOURCE, "rb") as fh:
-        digest = hashlib.sha256(fh.read()).hexdigest()[:16]
-    out_dir = os.path.join(BUILD_ROOT, f"nvml-{digest}")
-    lib = os.path.join(out_dir, "libnvidia-ml.so.1")
-    if os.path.exists(lib):
+def _compile(source: str, flags: tuple[str, ...], kind: str, name: str) -> str:
+    """Compile once per (source, flags) version into BUILD_ROOT/<kind>-<digest>/<name>.
+
+    The digest covers the flags too, so a flag change never reuses an old binary."""
+    with open(source, "rb") as fh:
+        digest = hashlib.sha256(fh.read() + " ".join(flags).encode()).hexdigest()[:16]
+    out_dir = os.path.join(BUILD_ROOT, f"{kind}-{digest}")
+    target = os.path.join(out_dir, name)
+    if os.path.exists(target):
         return out_dir
     gcc = shutil.which("gcc")
     if gcc is None:
         raise RuntimeError("gcc is needed to build the NVML stand-in (Debian package gcc)")
     os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so")
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
     os.close(fd)
     try:
-        subprocess.run(
-            [gcc, "-shared", "-fPIC", "-O1", "-w", "-o", tmp, SOURCE],
-            check=True,
-            capture_output=True,
-        )
-        os.replace(tmp, lib)  # atomic: concurrent test runs never see half a library
+        subprocess.run([gcc, *flags, "-o", tmp, source], check=True, capture_output=True)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)  # atomic: concurrent test runs never see half a binary
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out_dir
+
+
+def build() -> str:
+    """Compile the stand-in once per source version; return the folder holding the library."""
+    return _compile(SOURCE, LIB_FLAGS, "nvml", "libnvidia-ml.so.1")
+
+
+def build_nvidia_smi() -> str:
+    """Compile the stand-in ``nvidia-smi`` (NVML through dlopen); return its path."""
+    return os.path.join(_compile(SMI_SOURCE, SMI_FLAGS, "nvidia-smi", "nvidia-smi"), "nvidia-smi")
 
 
 def write_scenario(path: str, values: Mapping[str, object]) -> str:

@@ -2,14 +2,18 @@
  * STAND-IN for NVIDIA's libnvidia-ml.so.1, for tests only (no GPU on the test machines).
  *
  * Exports the NVML symbols that the real pynvml (nvidia-ml-py) calls from the audit probe and
- * answers from a scenario file named by $NVML_STANDIN_SCENARIO: "key=value" lines, '#' comments.
+ * answers from a scenario file named by $NVML_STANDIN_SCENARIO (default /etc/nvml-standin/scenario,
+ * the path the stand-in driver package installs): "key=value" lines, '#' comments.
  * Any value written as "!N" makes that call return NVML error N (3 = not supported,
  * 15 = GPU is lost, 18 = driver/library mismatch...). Keys:
- *   init, driver, nvml, cuda, count,
+ *   init, driver, nvml, cuda, count, module_version_file,
  *   gpuI.handle, .name, .uuid, .mem_total, .mem_used, .util_gpu, .util_mem, .temp, .power (mW),
  *   .persistence, .ecc_unc, .remap ("corr,unc,pending,failure"), .retired_pending, .pcie_cur,
  *   .pcie_max, .clocks (hex or decimal bit mask), .procs ("pid:bytes,pid:bytes")
  * A missing key returns 3 (not supported), except init/handle (success) and count (0).
+ * module_version_file (the packaged scenario sets /sys/module/nvidia/version) mirrors the real
+ * driver's start-up: nvmlInit fails with 9 (driver not loaded) when that file is missing or empty
+ * and with 18 (driver/library version mismatch) when it names another version than `driver`.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +33,7 @@ static void load(void) {
     if (nentries >= 0) return;
     nentries = 0;
     const char *path = getenv("NVML_STANDIN_SCENARIO");
-    if (!path) return;
+    if (!path) path = "/etc/nvml-standin/scenario";
     FILE *f = fopen(path, "r");
     if (!f) return;
     char line[600];
@@ -78,13 +82,30 @@ static int dev_num(void *dev, const char *field, unsigned long long *out) {
     return num(gget(dev, field), out);
 }
 
+/* The "loaded kernel module" check: 0, 9 (not loaded) or 18 (other version loaded). */
+static int module_state(void) {
+    const char *file = get("module_version_file");
+    if (!file) return 0;
+    FILE *f = fopen(file, "r");
+    if (!f) return 9;
+    char loaded[128] = "";
+    if (!fgets(loaded, sizeof loaded, f)) loaded[0] = 0;
+    fclose(f);
+    loaded[strcspn(loaded, " \t\r\n")] = 0;
+    if (!loaded[0]) return 9;
+    const char *driver = get("driver");
+    if (driver && strcmp(driver, loaded) != 0) return 18;
+    return 0;
+}
+
 int nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
     unsigned long long rc = 0;
     const char *v = get("init");
     if (v && v[0] == '!') return atoi(v + 1);
     if (v) num(v, &rc);
-    return (int)rc;
+    if (rc) return (int)rc;
+    return module_state();
 }
 int nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
 int nvmlInit(void) { return nvmlInitWithFlags(0); }
