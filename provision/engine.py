@@ -23,7 +23,7 @@ import yaml
 from tabulate import tabulate
 
 from provision.errors import PatternError, ProvisionError
-from provision.executor import HostState, RunOptions, ansible_exit_code, run_hosts
+from provision.executor import HostState, RunOptions, SessionPool, ansible_exit_code, run_hosts
 from provision.inventory import Inventory
 from provision.modules import MODULES, TaskSkipped
 from provision.modules.base import ArgError, Context, Module, ModuleError, Plan
@@ -722,7 +722,12 @@ class _HostRun:
             return self.skipped(task, str(exc))
         except ModuleError as exc:
             failed = TaskResult(
-                self.host, self.play.name, task.name, "failed", f"{task.where}: {exc}"
+                self.host,
+                self.play.name,
+                task.name,
+                "failed",
+                f"{task.where}: {exc}",
+                data={**plan.result, **(getattr(exc, "data", None) or {})},
             )
             return self.judge(task, failed, variables)
         result = TaskResult(
@@ -817,6 +822,7 @@ class _Engine:
         self.groups = group_members(inventory)
         self.hostvars = _HostVars(inventory)
         self.gates: dict[int, threading.BoundedSemaphore] = {}
+        self.pool = SessionPool()  # one connection per host for the whole run
 
     def throttle(
         self, task: Task, variables: Callable[[], Vars]
@@ -876,6 +882,18 @@ class _Engine:
             selected.append(
                 (play, hosts, play_serial(play, self.inventory, opts.extra_vars, hosts))
             )
+        try:
+            aborted = self.run_plays(selected)
+        finally:
+            self.pool.close()
+        return PlaybookResult(
+            self.stats, self.results, self.reasons, aborted, self.round_trips, self.warnings
+        )
+
+    def run_plays(self, selected: list[tuple[Play, list[str], list[int | str]]]) -> str:
+        """The plays in order over one pool of connections; returns why the run was aborted
+        ("" when it was not)."""
+        aborted = ""
         for play, all_hosts, serial in selected:
             hosts = [h for h in all_hosts if h not in self.dead]
             for host in hosts:
@@ -895,9 +913,7 @@ class _Engine:
                     break
             if aborted:
                 break
-        return PlaybookResult(
-            self.stats, self.results, self.reasons, aborted, self.round_trips, self.warnings
-        )
+        return aborted
 
     def run_batch(self, play: Play, batch: list[str]) -> list[str]:
         opts = self.options
@@ -925,6 +941,7 @@ class _Engine:
             known_hosts=opts.known_hosts,
             accept_new_host_keys=opts.accept_new_host_keys,
             become_password=opts.become_password,
+            pool=self.pool,
         )
         outcomes = run_hosts(specs, lambda session: runs[session.name].run(session), run_opts)
         failed = []

@@ -67,6 +67,43 @@ class RunOptions:
     known_hosts: tuple[str, ...] = ()
     accept_new_host_keys: bool = False
     become_password: str | None = field(default=None, repr=False)
+    # Keep each host's connection open after its task, for the next run_hosts call (the plays
+    # of one playbook run share one connection per host); the owner closes the pool.
+    pool: SessionPool | None = None
+
+
+class SessionPool:
+    """Open sessions by host name, handed from one ``run_hosts`` call to the next.
+
+    A playbook of several plays (site.yml has seven) then costs one SSH connection per host,
+    not one per play. A session whose host failed in a way that may have broken the
+    connection is closed, not kept."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, tuple[ConnSpec, Session]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, spec: ConnSpec) -> Session | None:
+        """The host's open session, if it was opened with exactly this spec (a play with
+        another become_user gets a fresh connection)."""
+        with self._lock:
+            kept = self._sessions.pop(spec.name, None)
+        if kept is None:
+            return None
+        if kept[0] != spec:
+            kept[1].close()
+            return None
+        return kept[1]
+
+    def keep(self, spec: ConnSpec, session: Session) -> None:
+        with self._lock:
+            self._sessions[spec.name] = (spec, session)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = [s for _, s in self._sessions.values()], {}
+        for session in sessions:
+            session.close()
 
 
 def ansible_exit_code(any_unreachable: bool, any_failed: bool) -> int:
@@ -139,6 +176,9 @@ class _Run:
     def work(self, spec: ConnSpec) -> HostOutcome:
         opts = self.opts
         start = time.monotonic()
+        pooled = opts.pool.take(spec) if opts.pool is not None else None
+        if pooled is not None:
+            return self.work_on(spec, pooled, start, is_open=True)
         session: SSHSession | LocalSession
         if spec.connection == "local":
             session = LocalSession(
@@ -153,21 +193,35 @@ class _Run:
                 command_timeout=opts.command_timeout,
                 become_password=opts.become_password,
             )
+        return self.work_on(spec, session, start, is_open=False)
+
+    def work_on(self, spec: ConnSpec, session: Any, start: float, *, is_open: bool) -> HostOutcome:
+        """Open the session unless it came open from the pool, run the task, then close it or
+        hand it back to the pool (only after a task that ended normally)."""
         with self.lock:
             self.sessions[spec.name] = session
         if self.abandoned.is_set():  # deadline passed meanwhile: never start a late host
+            if is_open:
+                session.close()
             return HostOutcome(spec.name, HostState.TIMED_OUT, reason="deadline reached")
+        trips_before = session.round_trips
+        keep = False
         try:
-            session.open()
+            if not is_open:
+                session.open()
             value = self.task(session)
             outcome = HostOutcome(spec.name, HostState.OK, value=value)
+            keep = self.opts.pool is not None
         except Exception as exc:
             outcome = classify(spec.name, exc)
             log.debug("%s: %s: %s", spec.name, outcome.state.value, outcome.reason)
         finally:
-            session.close()
+            if keep and self.opts.pool is not None:
+                self.opts.pool.keep(spec, session)
+            else:
+                session.close()
         outcome.duration = time.monotonic() - start
-        outcome.round_trips = session.round_trips
+        outcome.round_trips = session.round_trips - trips_before
         return outcome
 
 

@@ -571,6 +571,12 @@ SECOND = """
 """
 
 
+def _logins(host) -> int:
+    """SSH logins the host's sshd logged so far."""
+    with open(os.path.join(host.dir, "sshd.log"), errors="replace") as fh:
+        return fh.read().count("Accepted publickey")
+
+
 def test_converged_run_costs_one_round_trip_per_host_per_play(sshd_lab, tmp_path: Path) -> None:
     hosts = sshd_lab.ok_hosts[:2]
     inv = load_inventory(sshd_lab.write_inventory(str(tmp_path / "hosts.ini"), hosts))
@@ -580,11 +586,14 @@ def test_converged_run_costs_one_round_trip_per_host_per_play(sshd_lab, tmp_path
     try:
         first = run(tmp_path, pb, inv, **opts)
         assert first.exit_code == 0, failures(first)
+        logins = {h.name: _logins(h) for h in hosts}
         again = run(tmp_path, pb, inv, **opts)
         assert again.exit_code == 0, failures(again)
         assert {r.status for r in again.results} == {"ok", "skipped"}
         # play 1: facts + every read in one batch; play 2: one batch, then the command itself
         assert again.round_trips == {h.name: 1 + 2 for h in hosts}
+        # both plays over ONE SSH connection per host (the daemons' own count)
+        assert {h.name: _logins(h) - logins[h.name] for h in hosts} == {h.name: 1 for h in hosts}
         checked = run(tmp_path, pb, inv, check=True, **opts)
         assert checked.round_trips == again.round_trips
     finally:

@@ -60,6 +60,8 @@ def parse_state(text: str | None) -> AptState:
             parts = line.split("\t")
             if len(parts) >= 3 and parts[0]:
                 st.packages[parts[0]] = (parts[1], parts[2])
+                if parts[2].startswith("h"):  # dpkg selection "hold": what apt-mark hold sets
+                    st.holds.add(parts[0])
         elif section == "holds":
             if line.strip():
                 st.holds.add(line.strip())
@@ -150,11 +152,19 @@ class AptModule(Module):
                 "dpkg-query -W -f '${Package}\\t${Version}\\t${db:Status-Abbrev}\\n' "
                 f"{q} 2>/dev/null"
             )
-        lines.append("echo @@holds")
-        lines.append("apt-mark showhold 2>/dev/null")
+        # Holds come from dpkg's selection state above (no apt-mark: it loads apt's whole cache).
+        # The candidates are needed only to install or upgrade: skip apt-cache when every named
+        # package is installed and the state is not `latest` (the converged case).
         if names and args["state"] != "absent":
             lines.append("echo @@policy")
-            lines.append(f"LANG=C apt-cache policy {q} 2>/dev/null")
+            policy = f"LANG=C apt-cache policy {q} 2>/dev/null"
+            if args["state"] == "latest":
+                lines.append(policy)
+            else:
+                lines.append(
+                    "if [ \"$(dpkg-query -W -f '${db:Status-Abbrev}\\n' "
+                    f"{q} 2>/dev/null | grep -c '^[ih]i')\" -ne {len(names)} ]; then {policy}; fi"
+                )
         lines += [
             "echo @@meta",
             f"s=$(stat -c %Y {quote(STAMP)} 2>/dev/null || echo 0)",

@@ -214,9 +214,11 @@ def path_probe(path: str, *, content: bool = False) -> str:
         'if [ -L "$p" ]; then echo type=link; elif [ -d "$p" ]; then echo type=directory; '
         'elif [ -f "$p" ]; then echo type=file; elif [ -e "$p" ]; then echo type=other; '
         "else echo type=absent; fi",
-        'if [ -e "$p" ]; then stat -c "owner=%U" "$p"; stat -c "uid=%u" "$p"; '
-        'stat -c "group=%G" "$p"; stat -c "gid=%g" "$p"; stat -c "mode=%a" "$p"; fi',
-        'if [ -f "$p" ]; then echo "sha256=$(sha256sum < "$p" | cut -d" " -f1)"; fi',
+        # One stat and one sha256sum per path (was five stats, a subshell and cut): on a
+        # converged run these processes are most of the hosts' work.
+        "if [ -e \"$p\" ]; then stat --printf 'owner=%U\\nuid=%u\\ngroup=%G\\ngid=%g\\nmode=%a\\n' "
+        '"$p"; fi',
+        'if [ -f "$p" ]; then printf "sha256="; sha256sum < "$p"; fi',
     ]
     if content:
         lines.append('if [ -f "$p" ]; then echo "content=$(base64 -w0 < "$p")"; fi')
@@ -230,6 +232,8 @@ def parse_probe(text: str | None) -> dict[str, str]:
         key, sep, value = line.partition("=")
         if sep:
             out[key.strip()] = value
+    if "sha256" in out:  # sha256sum prints "HASH  -"
+        out["sha256"] = out["sha256"].split()[0] if out["sha256"].split() else ""
     out.setdefault("type", "absent")
     return out
 
