@@ -349,6 +349,12 @@ def play_serial(
         raise EngineError(str(exc)) from None
 
 
+def _overlap(a: str, b: str) -> bool:
+    """Whether two host paths are the same or one contains the other."""
+    a, b = a.rstrip("/") or "/", b.rstrip("/") or "/"
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
 class _TaskFailed(Exception):
     def __init__(self, msg: str, data: dict[str, Any] | None = None) -> None:
         super().__init__(msg)
@@ -365,6 +371,7 @@ class _HostRun:
     stats: HostStats
     runtime: dict[str, Any]
     cache: dict[tuple[str, bool | None], str] = field(default_factory=dict)
+    cache_paths: dict[tuple[str, bool | None], tuple[str, ...] | None] = field(default_factory=dict)
     failed: bool = False
     session: Session | None = None
     position: tuple[int, int] = (0, 0)  # (index, total) of the task running, for events
@@ -573,35 +580,45 @@ class _HostRun:
                 break
         return out
 
-    def read_state(self, task: Task, script: str) -> str:
+    def read_state(self, task: Task, script: str, paths: tuple[str, ...] | None = None) -> str:
         key = (script, self.become(task))
         if key in self.cache:
             return self.cache[key]
         tasks = self.engine.selected_tasks(self.play)
         position = next((i for i, t in enumerate(tasks) if t is task), None)
         after = position + 1 if position is not None else len(tasks)
-        (out,) = self.batch_read([script], key[1], after, task.where)
+        (out,) = self.batch_read([script], key[1], after, task.where, [paths])
         if out is None:
             raise _TaskFailed(f"{task.where}: reading the host's state failed")
         return out
 
     def batch_read(
-        self, first: list[str], become: bool | None, after: int, where: str
+        self,
+        first: list[str],
+        become: bool | None,
+        after: int,
+        where: str,
+        first_paths: list[tuple[str, ...] | None] | None = None,
     ) -> list[str | None]:
         """Run ``first`` plus the state reads of every task from position ``after`` on that can
-        be prepared now (same become, no loop) as ONE command; cache the task reads."""
+        be prepared now (same become, no loop) as ONE command; cache the task reads, with the
+        paths each depends on (see :meth:`forget`)."""
         scripts = list(first)
+        paths: dict[str, tuple[str, ...] | None] = dict(
+            zip(first, first_paths or [None] * len(first), strict=True)
+        )
         for other in self.engine.selected_tasks(self.play)[after:]:
             if other.loop is not None or self.become(other) != become:
                 continue
             if type(MODULES[other.module]).state_script is Module.state_script:
                 continue  # reads no state (fail, assert): nothing to prepare
             try:
-                _, _, other_script = self.prepared(other, self.vars().child(other.vars))
+                other_args, _, other_script = self.prepared(other, self.vars().child(other.vars))
             except (ProvisionError, _TaskFailed):
                 continue  # needs a value not known yet (a registered result): read it later
             if other_script and other_script not in scripts:
                 scripts.append(other_script)
+                paths[other_script] = MODULES[other.module].paths(other_args)
         token = secrets.token_hex(8)
         assert self.session is not None
         done = self.session.run(frame_reads(scripts, token), become=become)
@@ -614,7 +631,23 @@ class _HostRun:
         for s, out in zip(scripts, outputs, strict=True):
             if out is not None:
                 self.cache[(s, become)] = out
+                self.cache_paths[(s, become)] = paths.get(s)
         return outputs[: len(first)]
+
+    def forget(self, written: tuple[str, ...] | None) -> None:
+        """Drop the cached reads a change can affect: every read when ``written`` is None (a
+        package, a service, a command: anything may move), else the reads of paths equal to,
+        under or above a written path, and every read that did not name its paths. A converged
+        run never gets here; a first run then re-reads only what its changes touched."""
+        if written is None:
+            self.cache.clear()
+            self.cache_paths.clear()
+            return
+        for key in list(self.cache):
+            read = self.cache_paths.get(key)
+            if read is None or any(_overlap(r, w) for r in read for w in written):
+                self.cache.pop(key, None)
+                self.cache_paths.pop(key, None)
 
     def gather_facts(self) -> None:
         """Facts ride along with the first batch of state reads: no extra round trip."""
@@ -658,7 +691,7 @@ class _HostRun:
                 data={"attempts": attempt},
             )
             self.emit(task, *self.position, "retrying", note)
-            self.cache.clear()  # what the task waits for may have changed: read afresh
+            self.forget(None)  # what the task waits for may have changed: read afresh
             time.sleep(pauses[attempt - 1])
         result.data["attempts"] = attempt
         if not done and result.status != "failed":
@@ -684,7 +717,7 @@ class _HostRun:
     def attempt(self, task: Task, variables: Vars) -> TaskResult:
         module = MODULES[task.module]
         args, ctx, script = self.prepared(task, variables)
-        state = self.read_state(task, script) if script else None
+        state = self.read_state(task, script, module.paths(args)) if script else None
         try:
             plan = module.plan(args, state, ctx)
         except TaskSkipped as exc:
@@ -697,7 +730,7 @@ class _HostRun:
             raise _TaskFailed(f"{task.where}: {exc}", getattr(exc, "data", None)) from None
         if plan.changed and not self.check(task) and hasattr(module, "execute"):
             return self.carry_out_controller(task, module, args, plan, variables)
-        return self.carry_out(task, plan, variables)
+        return self.carry_out(task, plan, variables, module.paths(args))
 
     def unmet_in_check(self, task: Task, exc: Exception) -> bool:
         """In --check, a host refusal that may only mean "an earlier task would have made this
@@ -715,7 +748,7 @@ class _HostRun:
     ) -> TaskResult:
         """A module that needs the controller while it acts (reboot: wait, reconnect)."""
         assert self.session is not None
-        self.cache.clear()
+        self.forget(None)
         try:
             data = module.execute(args, plan, self.session, self.reconnect, self.become(task))
         except TaskSkipped as exc:
@@ -747,7 +780,13 @@ class _HostRun:
         """Open this host's connection again (after a reboot), in place."""
         self.session.reopen()
 
-    def carry_out(self, task: Task, plan: Plan, variables: Vars) -> TaskResult:
+    def carry_out(
+        self,
+        task: Task,
+        plan: Plan,
+        variables: Vars,
+        written: tuple[str, ...] | None = None,
+    ) -> TaskResult:
         opts = self.engine.options
         data: dict[str, Any] = dict(plan.result)
         diff = plan.diff if opts.diff else None
@@ -762,7 +801,7 @@ class _HostRun:
             return self.judge(task, mk("changed", "would " + "; ".join(plan.changes)), variables)
         assert self.session is not None
         rc, stdout, stderr = 0, "", ""
-        self.cache.clear()  # the host changes now: later tasks read afresh
+        self.forget(written)  # the host changes now: what this may touch is read afresh
         for step in plan.steps:
             done = self.session.run(step.script, stdin=step.stdin, become=self.become(task))
             rc, stdout, stderr = done.exit_code, done.stdout, done.stderr

@@ -691,3 +691,33 @@ def test_cli_prints_each_retry(tmp_path: Path, capsys: pytest.CaptureFixture[str
         f"[localhost] play 1 / flaky: retrying (2 left): {pb}:4: task 'flaky': exit status 1" in out
     )
     assert "changed: [localhost] play 1 / flaky" in out
+
+
+FIRST_RUN = """
+- name: first run
+  hosts: here
+  gather_facts: false
+  tasks:
+    - copy: {dest: "{{ dir }}/a", content: "a\\n"}
+    - copy: {dest: "{{ dir }}/b", content: "b\\n"}
+    - copy: {dest: "{{ dir }}/c", content: "c\\n"}
+    - file: {path: "{{ dir }}/a", mode: "0600"}
+    - file: {path: "{{ dir }}/sub", state: directory}
+    - copy: {dest: "{{ dir }}/sub/d", content: "d\\n"}
+"""
+
+
+def test_a_change_drops_only_the_cached_reads_it_can_affect(tmp_path: Path) -> None:
+    """First run: one batched read, then each write; only the read of the file a change
+    touched (a, created by the first copy) and of paths under a created directory are read
+    again. The re-read is what lets the file task see the file the copy created."""
+    pb = write(tmp_path, "pb.yml", FIRST_RUN)
+    first = run(tmp_path, pb, extra_vars={"dir": str(tmp_path)})
+    assert first.exit_code == 0, failures(first)
+    assert [r.status for r in first.results] == ["changed"] * 6
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o600
+    # 1 batch + 6 writes + a fresh read of a (the copy created it) + of sub/d (sub created)
+    assert first.round_trips["localhost"] == 1 + 6 + 2
+    again = run(tmp_path, pb, extra_vars={"dir": str(tmp_path)})
+    assert {r.status for r in again.results} == {"ok"}
+    assert again.round_trips["localhost"] == 1

@@ -186,6 +186,12 @@ class Module:
         """Controller-side work before the state read (read src files, render templates)."""
         return args
 
+    def paths(self, args: dict[str, Any]) -> tuple[str, ...] | None:
+        """The host paths this task's state read depends on and its change writes, so that a
+        change drops only the cached reads it can affect; None (the default): anything, so a
+        change drops every cached read and this task's read is dropped by any change."""
+        return None
+
     def state_script(self, args: dict[str, Any], ctx: Context) -> str | None:
         """A POSIX sh snippet printing the state ``plan`` needs; None when none is needed."""
         return None

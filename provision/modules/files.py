@@ -40,6 +40,9 @@ class FileModule(Module):
         *_ATTRS,
     )
 
+    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
+        return (args["path"],)
+
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return path_probe(args["path"])
 
@@ -98,6 +101,9 @@ class CopyModule(Module):
                 content = json.dumps(content, indent=4)
             args["data"] = content.encode()
         return args
+
+    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
+        return (args["dest"],)
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return path_probe(args["dest"], content=ctx.diff and not ctx.no_log)
@@ -194,6 +200,9 @@ class JsonMergeModule(Module):
         Arg("backup", "bool", default=True),
         Arg("indent", "int", default=2),
     )
+
+    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
+        return (args["path"],)
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return path_probe(args["path"], content=True)

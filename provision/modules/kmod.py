@@ -63,6 +63,9 @@ class KernelModuleBlacklistModule(Module):
         args["data"] = blacklist_text(args["module"], [str(o) for o in args["options"]])
         return args
 
+    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
+        return (args["path"],)
+
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return "\n".join(
             [

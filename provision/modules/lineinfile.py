@@ -58,6 +58,9 @@ class LineInFileModule(Module):
                         f"expression: {exc}"
                     ) from None
 
+    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
+        return (args["path"],)
+
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return path_probe(args["path"], content=True)
 
