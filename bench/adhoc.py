@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import sys
 
-from bench.common import measure, parse_args, prepared_lab, report, save, which
+from bench.common import (
+    Prepared,
+    Sample,
+    measure,
+    parse_args,
+    pick,
+    prepared_lab,
+    report,
+    save,
+    which,
+)
 
 
 def tools(inventory: str, py_inventory: str, n: int) -> dict[str, list[str]]:
@@ -59,16 +69,24 @@ def tools(inventory: str, py_inventory: str, n: int) -> dict[str, list[str]]:
     return cmds
 
 
+def run(
+    p: Prepared, n: int, repeat: int, only: tuple[str, ...] = ()
+) -> tuple[list[Sample], dict[str, object]]:
+    """``repeat`` rounds of every tool, alternating."""
+    samples = []
+    cmds = tools(p.inventory, p.py_inventory, n)
+    cmds = pick(cmds, only)
+    for _ in range(repeat):
+        for tool, cmd in cmds.items():
+            samples.append(measure(tool, cmd, p.env, logs=p.logs))
+    return samples, {"workload": "adhoc true", "repeat": repeat}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__.splitlines()[0], argv)
-    samples = []
-    with prepared_lab(args.hosts) as lab:
-        cmds = tools(lab.inventory, lab.py_inventory, args.hosts)
-        for _ in range(args.repeat):
-            for tool, cmd in cmds.items():
-                samples.append(measure(tool, cmd, lab.env))
-
-    table, result = report(samples, args.hosts, {"workload": "adhoc true", "repeat": args.repeat})
+    with prepared_lab(args.hosts) as p:
+        samples, extra = run(p, args.hosts, args.repeat)
+    table, result = report(samples, args.hosts, extra)
     print(table)
     print(f"written {save(result, args.out, f'adhoc-{args.hosts}')}")
     return 0

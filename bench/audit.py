@@ -16,7 +16,17 @@ import os
 import subprocess
 import sys
 
-from bench.common import measure, parse_args, prepared_lab, report, save, which
+from bench.common import (
+    Prepared,
+    Sample,
+    measure,
+    parse_args,
+    pick,
+    prepared_lab,
+    report,
+    save,
+    which,
+)
 from tests.lab.sshd import SshdLab
 
 # The nine facts of field notes section 8, as pyinfra names them.
@@ -76,42 +86,45 @@ def accepted_connections(lab: SshdLab) -> dict[str, int]:
     return out
 
 
+def run(
+    p: Prepared, n: int, repeat: int, only: tuple[str, ...] = ()
+) -> tuple[list[Sample], dict[str, object]]:
+    """A cold provision audit (ships the probe), then ``repeat`` rounds of every tool."""
+    lab, env = p.lab, p.env
+    extra: dict[str, object] = {"workload": "audit / fact gathering", "repeat": repeat}
+    cmds = tools(p.inventory, p.py_inventory, n)
+    cmds = pick(cmds, only)
+    provision = cmds["provision audit (warm)"]
+    cold = measure("provision audit (cold)", provision, env, AUDIT_CODES)
+    before = accepted_connections(lab)
+    warm = subprocess.run(provision, env=env, capture_output=True, text=True, check=False)
+    after = accepted_connections(lab)
+    doc = json.loads(warm.stdout)
+    extra |= {
+        "cold_wall_s": cold.wall,
+        "cold_cpu_s": cold.cpu,
+        "warm_round_trips_per_host": sorted({h["round_trips"] for h in doc["hosts"]}),
+        "warm_connections_per_host_from_sshd_logs": sorted({after[h] - before[h] for h in after}),
+        "statuses": doc["summary"]["by_status"],
+    }
+    samples = []
+    for _ in range(repeat):
+        for tool, cmd in cmds.items():
+            codes = AUDIT_CODES if "provision" in tool else (0,)
+            samples.append(measure(tool, cmd, env, codes, logs=p.logs))
+    return samples, extra
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__.splitlines()[0], argv)
-
-    samples = []
-    extra: dict = {"workload": "audit / fact gathering", "repeat": args.repeat}
-    with prepared_lab(args.hosts, {"audit_cache_dir": "{tmp}/probe-cache"}) as prepared:
-        lab, env = prepared.lab, prepared.env
-        cmds = tools(prepared.inventory, prepared.py_inventory, args.hosts)
-        provision = cmds["provision audit (warm)"]
-        cold = measure("provision audit (cold)", provision, env, AUDIT_CODES)
-        before = accepted_connections(lab)
-        warm = subprocess.run(provision, env=env, capture_output=True, text=True, check=False)
-        after = accepted_connections(lab)
-        doc = json.loads(warm.stdout)
-        trips = sorted({h["round_trips"] for h in doc["hosts"]})
-        extra |= {
-            "cold_wall_s": cold.wall,
-            "cold_cpu_s": cold.cpu,
-            "warm_round_trips_per_host": trips,
-            "warm_connections_per_host_from_sshd_logs": sorted(
-                {after[h] - before[h] for h in after}
-            ),
-            "statuses": doc["summary"]["by_status"],
-        }
-        for _ in range(args.repeat):
-            for tool, cmd in cmds.items():
-                samples.append(
-                    measure(tool, cmd, env, AUDIT_CODES if "provision" in tool else (0,))
-                )
-
+    with prepared_lab(args.hosts, {"audit_cache_dir": "{tmp}/probe-cache"}) as p:
+        samples, extra = run(p, args.hosts, args.repeat)
     table, result = report(samples, args.hosts, extra)
     print(table)
     print(
         f"provision cold run: {extra['cold_wall_s']:.2f} s wall, {extra['cold_cpu_s']:.2f} s CPU;"
-        f" warm round trips per host: {trips}; SSH connections per host (sshd logs): "
-        f"{extra['warm_connections_per_host_from_sshd_logs']}"
+        f" warm round trips per host: {extra['warm_round_trips_per_host']}; SSH connections per"
+        f" host (sshd logs): {extra['warm_connections_per_host_from_sshd_logs']}"
     )
     print(f"written {save(result, args.out, f'audit-{args.hosts}')}")
     return 0

@@ -35,12 +35,58 @@ class Sample:
     maxrss_mb: float
     rc: int
     ok: bool  # the exit code was one the tool gives on success (audit grades exit 0-3)
+    # From the daemons' logs during this run, median over the hosts (-1: not counted).
+    conns_per_host: float = -1
+    sessions_per_host: float = -1
+    output: str = ""  # the tool's stdout+stderr (dropped from the JSON)
+
+
+class SshdLogs:
+    """Counts what each lab daemon logged since the last mark, at LogLevel VERBOSE.
+
+    ``Accepted publickey`` is one SSH connection; ``Starting session:`` is one exec (or
+    subsystem) channel, i.e. one remote command: a round trip as the daemon sees it.
+    """
+
+    def __init__(self, lab: SshdLab) -> None:
+        self.paths = {h.name: os.path.join(h.dir, "sshd.log") for h in lab.ok_hosts}
+        self.offsets: dict[str, int] = {}
+        self.mark()
+
+    def mark(self) -> None:
+        self.offsets = {name: _size(path) for name, path in self.paths.items()}
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per host: (connections, sessions) logged since :meth:`mark`."""
+        out = {}
+        for name, path in self.paths.items():
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(self.offsets.get(name, 0))
+                    text = fh.read().decode(errors="replace")
+            except OSError:
+                text = ""
+            out[name] = (text.count("Accepted publickey"), text.count("Starting session:"))
+        return out
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def measure(
-    tool: str, argv: list[str], env: dict[str, str], ok_codes: tuple[int, ...] = (0,)
+    tool: str,
+    argv: list[str],
+    env: dict[str, str],
+    ok_codes: tuple[int, ...] = (0,),
+    logs: SshdLogs | None = None,
 ) -> Sample:
     """Run one command; wall time, and CPU of it and every descendant it waited for (wait4)."""
+    if logs is not None:
+        logs.mark()
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
@@ -54,7 +100,13 @@ def measure(
             f"warning: {tool} exited {rc}: " + "\n  ".join(bad[:6] or [out[-300:]]), file=sys.stderr
         )
     cpu = usage.ru_utime + usage.ru_stime
-    return Sample(tool, wall, cpu, usage.ru_maxrss / 1024, rc, rc in ok_codes)
+    sample = Sample(tool, wall, cpu, usage.ru_maxrss / 1024, rc, rc in ok_codes, output=out)
+    if logs is not None:
+        counts = list(logs.counts().values())
+        if counts:
+            sample.conns_per_host = statistics.median(c for c, _ in counts)
+            sample.sessions_per_host = statistics.median(s for _, s in counts)
+    return sample
 
 
 def tool_env(lab: SshdLab, tmp: str) -> dict[str, str]:
@@ -70,8 +122,9 @@ def tool_env(lab: SshdLab, tmp: str) -> dict[str, str]:
     }
 
 
-def pyinfra_inventory(lab: SshdLab, path: str) -> str:
-    """The lab as a pyinfra inventory, with the same keys and strict host key checking."""
+def pyinfra_inventory(lab: SshdLab, path: str, extra: dict[str, str] | None = None) -> str:
+    """The lab as a pyinfra inventory, with the same keys and strict host key checking, and
+    ``extra`` (the INI inventory's ``[all:vars]``) as host data."""
     lines = ["hosts = ["]
     for host in lab.hosts:
         v = host.hostvars()
@@ -82,6 +135,7 @@ def pyinfra_inventory(lab: SshdLab, path: str) -> str:
             "ssh_key": v["ansible_ssh_private_key_file"],
             "ssh_known_hosts_file": lab.known_hosts,
             "ssh_strict_host_key_checking": "yes",
+            **(extra or {}),
         }
         lines.append(f"    ({host.name!r}, {data!r}),")
     lines.append("]")
@@ -96,50 +150,71 @@ def which(name: str) -> str | None:
     return local if os.path.exists(local) else shutil.which(name)
 
 
-def report(samples: list[Sample], hosts: int, extra: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Median per tool, ratios against the first tool (provision), as a table and as JSON."""
-    rows, result = [], {"hosts": hosts, **extra, "tools": {}}
-    base: tuple[float, float] | None = None
-    for tool in dict.fromkeys(s.tool for s in samples):
-        mine = [s for s in samples if s.tool == tool]
-        wall = statistics.median(s.wall for s in mine)
-        cpu = statistics.median(s.cpu for s in mine)
-        rss = max(s.maxrss_mb for s in mine)
-        base = base or (wall, cpu)
-        ok = all(s.ok for s in mine)
-        result["tools"][tool] = {
-            "wall_s": wall,
-            "cpu_s": cpu,
-            "cpu_ms_per_host": cpu * 1000 / hosts,
-            "peak_rss_mb": rss,
-            "all_ok": ok,
-            "samples": [asdict(s) for s in mine],
-        }
+def _median_or_none(values: list[float]) -> float | None:
+    values = [v for v in values if v >= 0]
+    return statistics.median(values) if values else None
+
+
+def pick(cmds: dict[str, Any], only: tuple[str, ...]) -> dict[str, Any]:
+    """The tools whose names start with one of ``only`` (all when empty); provision always."""
+    if not only:
+        return cmds
+    return {k: v for k, v in cmds.items() if k.startswith(("provision", *only))}
+
+
+def result_rows(tools: dict[str, dict[str, Any]], last: str = "ok") -> list[list[str]]:
+    """Table rows from per-tool medians (as saved in the JSON), ratios against the first tool
+    (provision); the last column is ``ok`` (every run reported no change / succeeded) or
+    ``runs`` (how many runs the medians are of)."""
+    base = next(iter(tools.values()))
+    rows = []
+    for tool, t in tools.items():
+        conns, sessions = t.get("ssh_connections_per_host"), t.get("sessions_per_host")
+        tail = ("yes" if t["all_ok"] else "NO") if last == "ok" else str(len(t["samples"]))
         rows.append(
             [
                 tool,
-                f"{wall:.2f}",
-                f"{wall / base[0]:.1f}x",
-                f"{cpu:.2f}",
-                f"{cpu / base[1]:.1f}x",
-                f"{cpu * 1000 / hosts:.1f}",
-                f"{rss:.0f}",
-                "yes" if ok else "NO",
+                f"{t['wall_s']:.2f}",
+                f"{t['wall_s'] / base['wall_s']:.1f}x",
+                f"{t['cpu_s']:.2f}",
+                f"{t['cpu_s'] / base['cpu_s']:.1f}x",
+                f"{t['cpu_ms_per_host']:.1f}",
+                f"{t['peak_rss_mb']:.0f}",
+                "-" if conns is None else f"{conns:g}",
+                "-" if sessions is None else f"{sessions:g}",
+                tail,
             ]
         )
+    return rows
+
+
+ROW_HEADERS = ["tool", "wall s", "vs provision", "CPU s", "vs provision", "CPU ms/host"]
+ROW_HEADERS += ["peak RSS MB", "SSH conns/host", "sessions/host"]
+
+
+def report(
+    samples: list[Sample], hosts: int, extra: dict[str, Any], tablefmt: str = "simple"
+) -> tuple[str, dict[str, Any]]:
+    """Median per tool, ratios against the first tool (provision), as a table and as JSON."""
+    result: dict[str, Any] = {"hosts": hosts, **extra, "tools": {}}
+    for tool in dict.fromkeys(s.tool for s in samples):
+        mine = [s for s in samples if s.tool == tool]
+        cpu = statistics.median(s.cpu for s in mine)
+        result["tools"][tool] = {
+            "wall_s": statistics.median(s.wall for s in mine),
+            "cpu_s": cpu,
+            "cpu_ms_per_host": cpu * 1000 / hosts,
+            "peak_rss_mb": max(s.maxrss_mb for s in mine),
+            "ssh_connections_per_host": _median_or_none([s.conns_per_host for s in mine]),
+            "sessions_per_host": _median_or_none([s.sessions_per_host for s in mine]),
+            "all_ok": all(s.ok for s in mine),
+            "samples": [{k: v for k, v in asdict(s).items() if k != "output"} for s in mine],
+        }
     table = tabulate(
-        rows,
-        headers=[
-            "tool",
-            "wall s",
-            "vs provision",
-            "CPU s",
-            "vs provision",
-            "CPU ms/host",
-            "peak RSS MB",
-            "all ok",
-        ],
+        result_rows(result["tools"], "ok"),
+        headers=[*ROW_HEADERS, "all ok"],
         disable_numparse=True,
+        tablefmt=tablefmt,
     )
     return table, result
 
@@ -159,19 +234,63 @@ class Prepared:
     inventory: str  # INI, for provision and Ansible
     py_inventory: str  # the same hosts for pyinfra
     env: dict[str, str]
+    tmp: str
+    logs: SshdLogs
+
+    def ansible_defaults_env(self) -> dict[str, str]:
+        """The environment with Ansible left at its defaults (no pipelining)."""
+        return {k: v for k, v in self.env.items() if k != "ANSIBLE_PIPELINING"}
+
+
+def workstation_apt(tmp: str) -> str:
+    """An APT_CONFIG file that turns apt's binary package cache back on; returns its path.
+
+    This machine's Docker-style apt config (``docker-clean``: ``Dir::Cache::pkgcache ""``) makes
+    every apt query rebuild the cache from the lists, about a second each, which a workstation
+    never pays. The lab sessions get this file for every tool alike: the same parts minus
+    docker-clean, the caches under ``tmp``. Built once here so that no run pays for it.
+    """
+    root = os.path.join(tmp, "apt")
+    parts = os.path.join(root, "apt.conf.d")
+    os.makedirs(parts)
+    src = "/etc/apt/apt.conf.d"
+    for name in sorted(os.listdir(src)) if os.path.isdir(src) else []:
+        if name != "docker-clean" and os.path.isfile(os.path.join(src, name)):
+            shutil.copy(os.path.join(src, name), parts)
+    conf = os.path.join(root, "apt.conf")
+    with open(conf, "w") as fh:
+        fh.write(
+            f'Dir::Etc::parts "{parts}";\n'
+            f'Dir::Cache::pkgcache "{root}/pkgcache.bin";\n'
+            f'Dir::Cache::srcpkgcache "{root}/srcpkgcache.bin";\n'
+        )
+    if shutil.which("apt-cache"):
+        subprocess.run(
+            ["apt-cache", "policy", "bash"],
+            env={**os.environ, "APT_CONFIG": conf},
+            capture_output=True,
+            check=False,
+        )
+    return conf
 
 
 @contextmanager
 def prepared_lab(hosts: int, extra_vars: dict[str, str] | None = None) -> Iterator[Prepared]:
-    """N sshd hosts with an inventory for each tool and one environment for all of them."""
-    with SshdLab(n=hosts, prefix="ws") as lab, tempfile.TemporaryDirectory() as tmp:
-        vars_ = {k: v.format(tmp=tmp) for k, v in (extra_vars or {}).items()}
-        yield Prepared(
-            lab,
-            lab.write_inventory(os.path.join(tmp, "hosts.ini"), extra_vars=vars_),
-            pyinfra_inventory(lab, os.path.join(tmp, "pyinfra_inventory.py")),
-            tool_env(lab, tmp),
-        )
+    """N sshd hosts (logging at VERBOSE, so connections and sessions can be counted; apt as on
+    a workstation, see :func:`workstation_apt`) with an inventory for each tool, carrying the
+    same ``extra_vars``, and one environment for all."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = ["LogLevel VERBOSE", f"SetEnv APT_CONFIG={workstation_apt(tmp)}"]
+        with SshdLab(n=hosts, prefix="ws", extra_config={"*": config}) as lab:
+            vars_ = {k: v.format(tmp=tmp) for k, v in (extra_vars or {}).items()}
+            yield Prepared(
+                lab,
+                lab.write_inventory(os.path.join(tmp, "hosts.ini"), extra_vars=vars_),
+                pyinfra_inventory(lab, os.path.join(tmp, "pyinfra_inventory.py"), vars_),
+                tool_env(lab, tmp),
+                tmp,
+                SshdLogs(lab),
+            )
 
 
 def save(result: dict[str, Any], out: str, name: str) -> str:
