@@ -568,6 +568,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print("\n".join(engine.list_tasks(playbook, opts)))
         return 0
     inv = _load(args)
+    for warning in engine.unknown_settings(playbook, inv, opts.extra_vars):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.list_hosts:
         for play, hosts in engine.list_hosts(inv, playbook, opts):
             print(f"play: {play} ({len(hosts)} host{'s' if len(hosts) != 1 else ''})")

@@ -9,6 +9,7 @@ an idempotent second run costs one round trip per host for all its reads.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import secrets
@@ -999,6 +1000,32 @@ class _Engine:
             else:
                 self.stats[host].unreachable += 1
         return failed
+
+
+def unknown_settings(
+    playbook: Playbook, inventory: Inventory, extra: Mapping[str, Any]
+) -> list[str]:
+    """Warnings for inventory or ``-e`` variables that look like a play's defaults (same first
+    word: ``nvidia_``, ``docker_``...) but are none of them: a typo such as
+    ``nvidia_driver_brnch`` would otherwise be ignored in silence, as Ansible does."""
+    known: set[str] = set()
+    for play in playbook.plays:
+        known |= set(play.defaults) | set(play.vars)
+    prefixes = {name.split("_", 1)[0] + "_" for name in known if "_" in name.strip("_")}
+    prefixes = {p for p in prefixes if p != "_"}
+    seen: dict[str, str] = {}
+    sources = [("-e", extra)] + [(f"host {h.name}", h.vars) for h in inventory.hosts.values()]
+    for where, variables in sources:
+        for name in variables:
+            if name in known or name in seen or not name.startswith(tuple(prefixes)):
+                continue
+            seen[name] = where
+    out = []
+    for name, where in seen.items():
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        out.append(f"{where}: variable '{name}' is not a setting of this playbook{hint}")
+    return out
 
 
 def parse_extra_vars(values: list[str], base_dir: str = ".") -> dict[str, Any]:

@@ -721,3 +721,24 @@ def test_a_change_drops_only_the_cached_reads_it_can_affect(tmp_path: Path) -> N
     again = run(tmp_path, pb, extra_vars={"dir": str(tmp_path)})
     assert {r.status for r in again.results} == {"ok"}
     assert again.round_trips["localhost"] == 1
+
+
+def test_a_mistyped_setting_gets_a_warning_with_a_suggestion(tmp_path: Path) -> None:
+    """A variable that looks like one of the playbook's defaults but is none of them (a typo)
+    is named before the run, from -e or the inventory; known ones and other names are not."""
+    from provision.engine import unknown_settings
+    from provision.playbook import load_playbook
+
+    inv = local_inventory(
+        tmp_path, "[here]\nlocalhost ansible_connection=local docker_user=[alice] lab_users=[a]\n"
+    )
+    book = load_playbook(str(Path(__file__).resolve().parent.parent / "playbooks" / "site.yml"))
+    warnings = unknown_settings(
+        book, inv, {"nvidia_driver_brnch": "590", "nvidia_driver_branch": "590"}
+    )
+    assert warnings == [
+        "-e: variable 'nvidia_driver_brnch' is not a setting of this playbook "
+        "(did you mean 'nvidia_driver_branch'?)",
+        "host localhost: variable 'docker_user' is not a setting of this playbook "
+        "(did you mean 'docker_users'?)",
+    ]
