@@ -1011,8 +1011,7 @@ def unknown_settings(
     known: set[str] = set()
     for play in playbook.plays:
         known |= set(play.defaults) | set(play.vars)
-    prefixes = {name.split("_", 1)[0] + "_" for name in known if "_" in name.strip("_")}
-    prefixes = {p for p in prefixes if p != "_"}
+    prefixes = {n.split("_", 1)[0] + "_" for n in known if "_" in n and not n.startswith("_")}
     seen: dict[str, str] = {}
     sources = [("-e", extra)] + [(f"host {h.name}", h.vars) for h in inventory.hosts.values()]
     for where, variables in sources:

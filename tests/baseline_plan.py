@@ -15,7 +15,7 @@ from typing import Any
 
 from provision.modules.facts import parse_facts
 from provision.playbook import load_playbook
-from provision.templating import Vars, condition, render
+from provision.templating import condition, merge_vars, render
 
 REPO = Path(__file__).resolve().parent.parent
 PLAYBOOKS = REPO / "playbooks"
@@ -132,8 +132,7 @@ def plan(
     out: list[Planned] = []
     for play in book.plays:
         for task in play.tasks:
-            layers = [play.defaults, hostvars or {}, play.vars, runtime, extra or {}]
-            variables = Vars(layers)
+            variables = merge_vars(hostvars or {}, play.vars, runtime, extra or {}, play.defaults)
             if (
                 task.when is not None
                 and task.loop is None

@@ -44,15 +44,15 @@ def plan(module: str, args: dict, state: str | None, ctx: Context = CTX) -> Plan
 def apt_state(
     pkgs: dict[str, tuple[str, str]] | None = None,
     *,
-    holds: tuple[str, ...] = (),
     candidates: dict[str, str] | None = None,
     age: int | None = 100,
     interrupted: str = "",
 ) -> str:
-    """What the apt module's state snippet prints for such a host."""
+    """What the apt module's state snippet prints for such a host (a held package's status
+    abbreviation starts with "h", as dpkg-query prints it)."""
     lines = ["@@pkgs"]
     lines += [f"{n}\t{v}\t{a}" for n, (v, a) in (pkgs or {}).items()]
-    lines += ["@@holds", *holds, "@@policy"]
+    lines += ["@@policy"]
     for name, cand in (candidates or {}).items():
         lines += [f"{name}:", "  Installed: (none)", f"  Candidate: {cand}", "  Version table:"]
     mtime = 0 if age is None else NOW - age
@@ -119,7 +119,7 @@ def test_apt_pins_latest_absent_and_lock_timeout() -> None:
 
 
 def test_apt_hold_and_unhold() -> None:
-    held = apt_state({"hello": ("2.10-3", "hi ")}, holds=("hello",))
+    held = apt_state({"hello": ("2.10-3", "hi ")})
     free = apt_state({"hello": ("2.10-3", "ii ")})
     p = plan("apt", {"name": "hello", "hold": True}, free)
     assert p.changes == ["hold hello"] and commands(p) == ["apt-mark hold hello >/dev/null"]

@@ -62,9 +62,6 @@ def parse_state(text: str | None) -> AptState:
                 st.packages[parts[0]] = (parts[1], parts[2])
                 if parts[2].startswith("h"):  # dpkg selection "hold": what apt-mark hold sets
                     st.holds.add(parts[0])
-        elif section == "holds":
-            if line.strip():
-                st.holds.add(line.strip())
         elif section == "policy":
             if line and not line.startswith(" ") and line.endswith(":"):
                 current = line[:-1]

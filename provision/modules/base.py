@@ -147,6 +147,7 @@ class Module:
     name = ""
     spec: tuple[Arg, ...] = ()
     free_form: str | None = None  # the argument a plain string value fills (command: ls -l)
+    path_arg: str | None = None  # the one file the module reads and writes (see ``paths``)
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.spec if a.name == name), None)
@@ -188,9 +189,10 @@ class Module:
 
     def paths(self, args: dict[str, Any]) -> tuple[str, ...] | None:
         """The host paths this task's state read depends on and its change writes, so that a
-        change drops only the cached reads it can affect; None (the default): anything, so a
-        change drops every cached read and this task's read is dropped by any change."""
-        return None
+        change drops only the cached reads it can affect: the ``path_arg`` argument's value for
+        the modules that work on one file; None (the default): anything, so a change drops
+        every cached read and this task's read is dropped by any change."""
+        return (args[self.path_arg],) if self.path_arg else None
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str | None:
         """A POSIX sh snippet printing the state ``plan`` needs; None when none is needed."""

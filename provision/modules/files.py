@@ -34,14 +34,12 @@ _ATTRS = (Arg("owner"), Arg("group"), Arg("mode", "mode"))
 
 class FileModule(Module):
     name = "file"
+    path_arg = "path"
     spec = (
         Arg("path", required=True),
         Arg("state", default="file", choices=("file", "directory", "absent", "touch")),
         *_ATTRS,
     )
-
-    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
-        return (args["path"],)
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return path_probe(args["path"])
@@ -78,6 +76,7 @@ class FileModule(Module):
 
 class CopyModule(Module):
     name = "copy"
+    path_arg = "dest"
     spec = (
         Arg("dest", required=True),
         Arg("content", "raw"),
@@ -101,9 +100,6 @@ class CopyModule(Module):
                 content = json.dumps(content, indent=4)
             args["data"] = content.encode()
         return args
-
-    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
-        return (args["dest"],)
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return path_probe(args["dest"], content=ctx.diff and not ctx.no_log)
@@ -193,6 +189,7 @@ def deep_merge(base: Any, extra: Any) -> Any:
 
 class JsonMergeModule(Module):
     name = "json_merge"
+    path_arg = "path"
     spec = (
         Arg("path", required=True),
         Arg("data", "dict", required=True),
@@ -200,9 +197,6 @@ class JsonMergeModule(Module):
         Arg("backup", "bool", default=True),
         Arg("indent", "int", default=2),
     )
-
-    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
-        return (args["path"],)
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return path_probe(args["path"], content=True)

@@ -35,6 +35,7 @@ INITRAMFS = "update-initramfs -u"
 
 class KernelModuleBlacklistModule(Module):
     name = "kernel_module_blacklist"
+    path_arg = "path"
     spec = (
         Arg("module", required=True),
         Arg("state", default="present", choices=("present", "absent")),
@@ -62,9 +63,6 @@ class KernelModuleBlacklistModule(Module):
             args["path"] = f"/etc/modprobe.d/blacklist-{args['module']}.conf"
         args["data"] = blacklist_text(args["module"], [str(o) for o in args["options"]])
         return args
-
-    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
-        return (args["path"],)
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return "\n".join(

@@ -28,6 +28,7 @@ from provision.modules.files import plan_write
 
 class LineInFileModule(Module):
     name = "lineinfile"
+    path_arg = "path"
     spec = (
         Arg("path", required=True),
         Arg("line"),
@@ -57,9 +58,6 @@ class LineInFileModule(Module):
                         f"module '{self.name}': argument '{key}' is not a valid regular "
                         f"expression: {exc}"
                     ) from None
-
-    def paths(self, args: dict[str, Any]) -> tuple[str, ...]:
-        return (args["path"],)
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return path_probe(args["path"], content=True)
