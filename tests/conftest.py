@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,17 @@ def need_binary(name: str, package: str) -> str:
     need(path is not None, f"needs `{name}` (Debian package {package})")
     assert path is not None
     return path
+
+
+def venv_tool(name: str) -> str:
+    """A console script of the environment the tests run in (ansible-inventory, ruff, mypy).
+
+    Found beside sys.executable, not on PATH: the README's test command runs
+    `.venv/bin/python -m pytest` without activating the venv, so its scripts are not on PATH.
+    """
+    path = Path(sys.executable).parent / name
+    assert path.is_file(), f"{path} is missing: install the test extra (pip install -e '.[test]')"
+    return str(path)
 
 
 # The lab fixtures (sshd_lab, sshd_lab50, sshd_lab_factory, lab_home) for every test module.

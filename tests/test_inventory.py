@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from provision.errors import InventoryError, PatternError
 from provision.inventory import expand_host_range, load_inventory, localhost_inventory
 from provision.varparse import parse_value
+from tests.conftest import venv_tool
 
 HERE = Path(__file__).parent / "inventories"
 INVENTORIES = sorted(p.name for p in HERE.iterdir() if (p / "hosts.ini").is_file())
@@ -31,9 +31,7 @@ ANSIBLE_ENV = {
 
 
 def _ansible_inventory_bin() -> str:
-    path = shutil.which("ansible-inventory")
-    assert path, "ansible-inventory (ansible-core, a test dependency) must be installed"
-    return path
+    return venv_tool("ansible-inventory")
 
 
 def _start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from provision.executor import HostState, RunOptions, run_hosts
-from tests.conftest import need
+from tests.conftest import venv_tool
 from tests.lab.fixtures import *  # noqa: F403
 from tests.lab.sshd import LAB_ROOT, SshdLab, clean_stale_labs
 
@@ -99,8 +98,7 @@ def test_stop_kills_hanging_sessions(sshd_lab_factory) -> None:
 
 
 def test_inventory_works_for_real_ansible(sshd_lab: SshdLab, tmp_path: Path) -> None:
-    ansible = shutil.which("ansible")
-    need(ansible is not None, "needs ansible-core (pip test extra)")
+    ansible = venv_tool("ansible")
     hosts = [sshd_lab.host("lab01"), sshd_lab.host("lab02")]
     inventory = sshd_lab.write_inventory(str(tmp_path / "inv.ini"), hosts)
     text = Path(inventory).read_text()
