@@ -75,16 +75,8 @@ def changed(tool: str, output: str) -> int | None:
     if tool == PYINFRA:  # "Grand total  HOSTS  SUCCESS  ERROR  NO-CHANGE"; "-" is zero
         m = re.search(r"Grand total\s+\S+\s+(\S+)", output)
         return None if m is None else int(m.group(1).replace("-", "0"))
-    if tool == PROVISION:  # the recap table: a header naming the columns, then one row per host
-        lines = output.splitlines()
-        for i, line in enumerate(lines):
-            words = line.split()
-            if words[:1] == ["host"] and "changed" in words:
-                col = words.index("changed")
-                rows = [ln.split() for ln in lines[i + 2 :] if ln.strip()]
-                return sum(int(r[col]) for r in rows if len(r) > col and r[col].isdigit())
-        return None
-    found = re.findall(r"\bchanged=(\d+)", output)  # Ansible's PLAY RECAP lines
+    # ansible-playbook's PLAY RECAP lines, which provision prints the same way
+    found = re.findall(r"\bchanged=(\d+)", output)
     return sum(int(x) for x in found) if found else None
 
 

@@ -21,10 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from tabulate import tabulate
 
+from provision import defaults
 from provision.errors import PatternError, ProvisionError
-from provision.executor import HostState, RunOptions, SessionPool, ansible_exit_code, run_hosts
+from provision.executor import (
+    HostOutcome,
+    HostState,
+    RunOptions,
+    SessionPool,
+    ansible_exit_code,
+    run_hosts,
+)
+from provision.fanout import FanOut
 from provision.inventory import Inventory
 from provision.modules import MODULES, TaskSkipped
 from provision.modules.base import ArgError, Context, Module, ModuleError, Plan
@@ -32,7 +40,7 @@ from provision.modules.control import TaskFailure
 from provision.modules.facts import FACTS_SCRIPT, parse_facts
 from provision.patterns import select_hosts
 from provision.playbook import Play, Playbook, PlaybookError, Task, load_playbook, parse_serial
-from provision.ssh import Session
+from provision.ssh import CommandTimeout, OutputBudget, Session
 from provision.target import conn_spec
 from provision.templating import (
     TemplateError,
@@ -54,13 +62,14 @@ class ApplyOptions:
     tags: tuple[str, ...] = ()
     skip_tags: tuple[str, ...] = ()
     extra_vars: dict[str, Any] = field(default_factory=dict)
-    forks: int = 5
+    forks: int = defaults.FORKS
     become: bool | None = None
     become_password: str | None = field(default=None, repr=False)
     known_hosts: tuple[str, ...] = ()
     accept_new_host_keys: bool = False
-    connect_timeout: float = 10.0
-    command_timeout: float = 600.0
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
+    command_timeout: float = defaults.COMMAND_TIMEOUT
+    deadline: float | None = None  # seconds for the whole run, all plays together
     ssh_config_path: str | None = None
     default_user: str | None = None
     default_key: str | None = None
@@ -94,6 +103,7 @@ class TaskResult:
     changes: list[str] = field(default_factory=list)
     ignored: bool = False
     data: dict[str, Any] = field(default_factory=dict)
+    unpredictable: bool = False  # skipped by --check: its effect cannot be known beforehand
 
 
 @dataclass
@@ -128,6 +138,13 @@ class PlaybookResult:
         return retry_text(self.stats)
 
 
+# Ansible's words for a no_log result (TaskResult.clean_copy, ansible/executor/task_result.py).
+NO_LOG_MSG = (
+    "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+)
+HIDDEN_SCRIPT = "(hidden: no_log: true)"  # a no_log task's command in logs and messages
+
+
 class EngineError(ProvisionError):
     """The playbook cannot run at all (no hosts matched a --limit, bad connection vars)."""
 
@@ -148,18 +165,6 @@ def retry_text(stats: Mapping[str, HostStats]) -> str:
     return "".join(f"{name}\n" for name in names)
 
 
-def recap_lines(stats: Mapping[str, HostStats]) -> list[str]:
-    """``PLAY RECAP`` and one line per host, spaced like ansible-playbook's."""
-    lines = ["PLAY RECAP " + "*" * 69]
-    for host, s in stats.items():
-        lines.append(
-            f"{host:<26} : ok={s.ok:<4} changed={s.changed:<4} unreachable={s.unreachable:<4} "
-            f"failed={s.failed:<4} skipped={s.skipped:<4} rescued={s.rescued:<4} "
-            f"ignored={s.ignored:<4}".rstrip()
-        )
-    return lines
-
-
 def human_bytes(count: float) -> str:
     """Decimal units as docker prints sizes: ``950 B``, ``12.3 MB``, ``1.2 GB``."""
     value = float(count)
@@ -168,22 +173,6 @@ def human_bytes(count: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
-
-
-def recap_table(stats: Mapping[str, HostStats]) -> str:
-    """The per-host recap as a table (tabulate); ``pulled``/``pull s`` columns appear when a
-    host pulled images (a result carrying ``bytes`` and ``seconds``)."""
-    headers = ["host", "ok", "changed", "failed", "skipped", "unreachable", "ignored"]
-    pulls = any(s.pulls for s in stats.values())
-    rows = []
-    for h, s in stats.items():
-        row: list[Any] = [h, s.ok, s.changed, s.failed, s.skipped, s.unreachable, s.ignored]
-        if pulls:
-            row += [human_bytes(s.pulled_bytes), f"{s.pull_seconds:.1f}"] if s.pulls else ["-", "-"]
-        rows.append(row)
-    if pulls:
-        headers += ["pulled", "pull s"]
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
 def pull_totals(data: Mapping[str, Any]) -> tuple[int, int, float]:
@@ -356,6 +345,14 @@ def _overlap(a: str, b: str) -> bool:
     return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
 
 
+def censor(task: Task, result: TaskResult) -> None:
+    """Hide what a no_log task's result says, as Ansible does: its message (a ``fail`` msg or an
+    ``assert`` fail_msg may hold the secret) and its changes; the registered value keeps them."""
+    if result.msg:
+        result.msg = f"{task.where}: {NO_LOG_MSG}" if result.status == "failed" else NO_LOG_MSG
+    result.changes = []
+
+
 class _TaskFailed(Exception):
     def __init__(self, msg: str, data: dict[str, Any] | None = None) -> None:
         super().__init__(msg)
@@ -454,10 +451,15 @@ class _HostRun:
                     gate.release()
         except (_TaskFailed, TemplateError) as exc:  # undefined variable etc.: the task fails
             result = self.failure(task, exc)
+        except CommandTimeout as exc:  # the host answered; this task ran past its bound
+            after = f" after {exc.seconds:g}s" if exc.seconds is not None else ""
+            result = self.failure(task, _TaskFailed(f"{task.where}: timed out{after}"))
         if result.status == "failed" and task.ignore_errors:
             result.ignored = True
         if task.register:
             self.runtime[task.register] = self.registered(result)
+        if task.no_log:
+            censor(task, result)
         s = self.stats
         if result.status == "failed":
             if result.ignored:
@@ -554,6 +556,7 @@ class _HostRun:
             no_log=task.no_log,
             base_dir=self.play.base_dir,
             render=lambda text: render_text(text, variables, task.where),
+            peers=self.engine.fanout.member(self.host, self.session, self.progress_of(task)),
         )
         conditions = getattr(module, "conditions", ())
         plain = {k: v for k, v in task.args.items() if k not in conditions}
@@ -588,7 +591,8 @@ class _HostRun:
         tasks = self.engine.selected_tasks(self.play)
         position = next((i for i, t in enumerate(tasks) if t is task), None)
         after = position + 1 if position is not None else len(tasks)
-        (out,) = self.batch_read([script], key[1], after, task.where, [paths])
+        hidden = {script} if task.no_log else set()
+        (out,) = self.batch_read([script], key[1], after, task.where, [paths], hidden)
         if out is None:
             raise _TaskFailed(f"{task.where}: reading the host's state failed")
         return out
@@ -600,11 +604,14 @@ class _HostRun:
         after: int,
         where: str,
         first_paths: list[tuple[str, ...] | None] | None = None,
+        hidden: set[str] | None = None,
     ) -> list[str | None]:
         """Run ``first`` plus the state reads of every task from position ``after`` on that can
         be prepared now (same become, no loop) as ONE command; cache the task reads, with the
-        paths each depends on (see :meth:`forget`)."""
+        paths each depends on (see :meth:`forget`). The reads of no_log tasks (``hidden``; an
+        ``unless`` guard holds what its task holds) never appear in logs or messages."""
         scripts = list(first)
+        hidden = set(hidden or ())
         paths: dict[str, tuple[str, ...] | None] = dict(
             zip(first, first_paths or [None] * len(first), strict=True)
         )
@@ -620,9 +627,17 @@ class _HostRun:
             if other_script and other_script not in scripts:
                 scripts.append(other_script)
                 paths[other_script] = MODULES[other.module].paths(other_args)
+            if other_script and other.no_log:
+                hidden.add(other_script)
         token = secrets.token_hex(8)
         assert self.session is not None
-        done = self.session.run(frame_reads(scripts, token), become=become)
+        shown = frame_reads([HIDDEN_SCRIPT if s in hidden else s for s in scripts], token)
+        done = self.session.run(frame_reads(scripts, token), become=become, shown=shown)
+        if done.truncated:  # a cut read (a file's content) must never be planned from
+            raise _TaskFailed(
+                f"{where}: reading the host's state printed more than the run's output limit "
+                "(provision.ssh.RUN_OUTPUT, MAX_OUTPUT); refusing to act on a partial read"
+            )
         outputs = split_reads(done.stdout, token, len(scripts))
         if outputs[0] is None:
             raise _TaskFailed(
@@ -683,6 +698,8 @@ class _HostRun:
             if done or attempt > len(pauses):
                 break
             left = len(pauses) - attempt + 1
+            if task.no_log:
+                censor(task, result)
             note = TaskResult(
                 self.host,
                 self.play.name,
@@ -730,7 +747,7 @@ class _HostRun:
                 )
             raise _TaskFailed(f"{task.where}: {exc}", getattr(exc, "data", None)) from None
         if plan.changed and not self.check(task) and hasattr(module, "execute"):
-            return self.carry_out_controller(task, module, args, plan, variables)
+            return self.carry_out_controller(task, module, args, plan, variables, ctx)
         return self.carry_out(task, plan, variables, module.paths(args))
 
     def unmet_in_check(self, task: Task, exc: Exception) -> bool:
@@ -745,13 +762,20 @@ class _HostRun:
         )
 
     def carry_out_controller(
-        self, task: Task, module: Any, args: dict[str, Any], plan: Plan, variables: Vars
+        self,
+        task: Task,
+        module: Any,
+        args: dict[str, Any],
+        plan: Plan,
+        variables: Vars,
+        ctx: Context,
     ) -> TaskResult:
-        """A module that needs the controller while it acts (reboot: wait, reconnect)."""
+        """A module that needs the controller while it acts (reboot: wait, reconnect;
+        docker_image: a stream from another host)."""
         assert self.session is not None
         self.forget(None)
         try:
-            data = module.execute(args, plan, self.session, self.reconnect, self.become(task))
+            data = module.execute(args, plan, self.session, self.reconnect, self.become(task), ctx)
         except TaskSkipped as exc:
             return self.skipped(task, str(exc))
         except ModuleError as exc:
@@ -777,8 +801,18 @@ class _HostRun:
             self.gather_facts()
         return self.judge(task, result, variables)
 
+    def progress_of(self, task: Task) -> Callable[[str], None]:
+        """A callback that shows a long transfer's progress as a "progress" event."""
+
+        def emit(text: str) -> None:
+            note = TaskResult(self.host, self.play.name, task.name, "progress", text)
+            self.emit(task, *self.position, "progress", note)
+
+        return emit
+
     def reconnect(self) -> None:
         """Open this host's connection again (after a reboot), in place."""
+        assert self.session is not None, "reconnect before the host's session was opened"
         self.session.reopen()
 
     def carry_out(
@@ -798,13 +832,19 @@ class _HostRun:
             return self.judge(task, mk("ok", plan.reason), variables)
         if self.check(task):
             if not plan.predictable:
-                return mk("skipped", plan.reason)
+                return dataclasses.replace(mk("skipped", plan.reason), unpredictable=True)
             return self.judge(task, mk("changed", "would " + "; ".join(plan.changes)), variables)
         assert self.session is not None
         rc, stdout, stderr = 0, "", ""
         self.forget(written)  # the host changes now: what this may touch is read afresh
         for step in plan.steps:
-            done = self.session.run(step.script, stdin=step.stdin, become=self.become(task))
+            done = self.session.run(
+                step.script,
+                stdin=step.stdin,
+                timeout=None if step.timeout is None else max(step.timeout, opts.command_timeout),
+                become=self.become(task),
+                shown=HIDDEN_SCRIPT if task.no_log else None,
+            )
             rc, stdout, stderr = done.exit_code, done.stdout, done.stderr
             if rc != 0:
                 break
@@ -863,6 +903,9 @@ class _Engine:
         self.hostvars = _HostVars(inventory)
         self.gates: dict[int, threading.BoundedSemaphore] = {}
         self.pool = SessionPool()  # one connection per host for the whole run
+        self.started = time.monotonic()  # --deadline counts from here, over every play
+        self.output = OutputBudget()  # the command output the whole run may hold
+        self.fanout = FanOut(list(inventory.hosts))  # hosts sharing images (docker_image)
 
     def throttle(
         self, task: Task, variables: Callable[[], Vars]
@@ -955,6 +998,15 @@ class _Engine:
                 break
         return aborted
 
+    def host_done(self, play: Play, outcome: HostOutcome) -> None:
+        """A host's part of a batch ended: its share of the image fan-out is released, and one
+        that was unreachable, refused its key or timed out is reported now, not at the end."""
+        self.fanout.leave(outcome.host)
+        if outcome.state not in (HostState.OK, HostState.FAILED):
+            status = outcome.state.value
+            result = TaskResult(outcome.host, play.name, "", status, outcome.reason)
+            self.emit(Event(outcome.host, play.name, "", 0, 0, status, result))
+
     def run_batch(self, play: Play, batch: list[str]) -> list[str]:
         opts = self.options
         specs = []
@@ -978,12 +1030,21 @@ class _Engine:
             forks=opts.forks,
             connect_timeout=opts.connect_timeout,
             command_timeout=opts.command_timeout,
+            deadline=opts.deadline,
+            deadline_at=None if opts.deadline is None else self.started + opts.deadline,
+            output_budget=self.output,
             known_hosts=opts.known_hosts,
             accept_new_host_keys=opts.accept_new_host_keys,
             become_password=opts.become_password,
             pool=self.pool,
         )
-        outcomes = run_hosts(specs, lambda session: runs[session.name].run(session), run_opts)
+        self.fanout.expect(batch)
+        outcomes = run_hosts(
+            specs,
+            lambda session: runs[session.name].run(session),
+            run_opts,
+            on_done=lambda outcome: self.host_done(play, outcome),
+        )
         failed = []
         for host, outcome in outcomes.items():
             self.round_trips[host] = self.round_trips.get(host, 0) + outcome.round_trips
@@ -1120,8 +1181,6 @@ __all__ = [
     "list_hosts",
     "list_tasks",
     "parse_extra_vars",
-    "recap_lines",
-    "recap_table",
     "retry_text",
     "run_loaded",
     "run_playbook",

@@ -23,3 +23,10 @@ class PatternError(ProvisionError):
 
 class ConfigError(ProvisionError):
     """Bad options or variables (an unknown host, a wrong variable)."""
+
+
+class UsageError(ConfigError):
+    """A bad command-line option value (``--forks 0``, ``--deadline inf``): exit 5, Ansible's
+    code for bad or incomplete options, which no host result uses."""
+
+    exit_code = 5

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
+from provision import defaults
 from provision.errors import ProvisionError
 from provision.hostkeys import HostKeyError, KnownHosts
 from provision.ssh import (
@@ -26,6 +27,7 @@ from provision.ssh import (
     CommandTimeout,
     ConnectError,
     LocalSession,
+    OutputBudget,
     Session,
     SSHSession,
 )
@@ -60,10 +62,15 @@ class HostOutcome:
 
 @dataclass
 class RunOptions:
-    forks: int = 64
-    connect_timeout: float = 10.0
-    command_timeout: float = 60.0
+    forks: int = defaults.FORKS
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
+    command_timeout: float = defaults.COMMAND_TIMEOUT
     deadline: float | None = None
+    # The same deadline shared by several calls (apply's plays): the time.monotonic() by which
+    # this call returns, ``deadline`` being the whole run's figure that reasons name.
+    deadline_at: float | None = None
+    # What command output the run may hold, all hosts together (None: one budget per call).
+    output_budget: OutputBudget | None = None
     known_hosts: tuple[str, ...] = ()
     accept_new_host_keys: bool = False
     become_password: str | None = field(default=None, repr=False)
@@ -155,6 +162,7 @@ class _Run:
         self.known_hosts: KnownHosts | None = None
         self.results: queue.Queue[HostOutcome] = queue.Queue()
         self.sessions: dict[str, Any] = {}
+        self.output = opts.output_budget if opts.output_budget is not None else OutputBudget()
         self.abandoned = threading.Event()
         self.lock = threading.Lock()
 
@@ -180,9 +188,11 @@ class _Run:
         if pooled is not None:
             return self.work_on(spec, pooled, start, is_open=True)
         session: SSHSession | LocalSession
+        # the host's ansible_become_password beats -K, as a connection variable does in Ansible
+        become_password = spec.become_password or opts.become_password
         if spec.connection == "local":
             session = LocalSession(
-                spec, command_timeout=opts.command_timeout, become_password=opts.become_password
+                spec, command_timeout=opts.command_timeout, become_password=become_password
             )
         else:
             session = SSHSession(
@@ -191,7 +201,8 @@ class _Run:
                 accept_new_host_keys=opts.accept_new_host_keys,
                 connect_timeout=opts.connect_timeout,
                 command_timeout=opts.command_timeout,
-                become_password=opts.become_password,
+                become_password=become_password,
+                output_budget=self.output,
             )
         return self.work_on(spec, session, start, is_open=False)
 
@@ -242,10 +253,15 @@ def run_hosts(
         unique.setdefault(spec.name, spec)  # a host listed twice runs once
     specs = list(unique.values())
     deadline = started + opts.deadline if opts.deadline is not None else None
+    if opts.deadline_at is not None:
+        deadline = opts.deadline_at if deadline is None else min(deadline, opts.deadline_at)
     run = _Run(task, opts)
     pending: queue.Queue[ConnSpec | None] = queue.Queue()
     for spec in specs:
         pending.put(spec)
+
+    if any(spec.connection != "local" for spec in specs):
+        run.store()  # an unreadable known_hosts stops the run here, in one line
 
     def worker() -> None:
         while not run.abandoned.is_set():
@@ -255,7 +271,11 @@ def run_hosts(
                 return
             if spec is None:
                 return
-            run.results.put(run.work(spec))
+            try:
+                outcome = run.work(spec)
+            except Exception as exc:  # a dead worker would leave the caller waiting forever
+                outcome = classify(spec.name, exc)
+            run.results.put(outcome)
 
     workers = max(1, min(opts.forks, len(specs)))
     for i in range(workers):

@@ -8,7 +8,10 @@ newer); Maxwell, Pascal and Volta need the proprietary modules, and R580 is thei
 Kepler and older are not supported by current drivers at all (open-gpu-kernel-modules#1003,
 field notes section 2).
 
-Sources for the ranges (each chip owns a block of device ids; the low bits are board straps):
+Sources for the ranges (each chip owns a block of device ids; the low bits are board straps; a
+few ids sit outside their chip's block and are listed one by one). tests/test_gpu_generations.py
+checks every GPU of vendor 10de in Debian's pci.ids (package pci.ids, /usr/share/misc/pci.ids)
+whose name starts with its chip (GM204M, GP100GL, TU102, ...) against this table:
 - Fermi/Kepler/Maxwell (GM107): envytools ``docs/hw/pciid.rst`` (nVidia PCI id database).
 - Maxwell to Volta: pci.ids (pci-ids.ucw.cz, vendor 10de) and the "supported products" appendix
   of the R580 driver README; e.g. GTX 980 0x13C0, Tesla P100 0x15F8, Tesla V100 0x1DB4.
@@ -39,6 +42,10 @@ BLACKWELL = "Blackwell"
 UNKNOWN = "unknown"
 
 OPEN_CAPABLE = frozenset({TURING, AMPERE, HOPPER, ADA, BLACKWELL})
+# Only the open modules drive these (NVIDIA, "NVIDIA Transitions Fully Towards Open-Source GPU
+# Kernel Modules", July 2024, R560): Blackwell here; Grace Hopper (a Hopper GPU on an aarch64
+# Grace host) is decided by the playbook, which knows the architecture.
+OPEN_REQUIRED = frozenset({BLACKWELL})
 LEGACY = frozenset({PRE_FERMI, FERMI, KEPLER})  # no current driver branch supports them
 
 FIRST_OPEN_ID = 0x1E00  # TU102, the first Turing chip
@@ -68,6 +75,13 @@ RANGES: tuple[tuple[int, int, str, str], ...] = (
     (0x13C0, 0x13FF, "GM204", MAXWELL),
     (0x1400, 0x143F, "GM206", MAXWELL),
     (0x15F0, 0x15FF, "GP100", PASCAL),
+    # Single ids outside their chip's block (pci.ids: GM204M mobile, GP100, GM108M, GM107).
+    (0x1617, 0x161A, "GM204", MAXWELL),
+    (0x1667, 0x1667, "GM204", MAXWELL),
+    (0x1725, 0x172F, "GP100", PASCAL),
+    (0x174D, 0x174E, "GM108", MAXWELL),
+    (0x1789, 0x1789, "GM107", MAXWELL),
+    (0x179C, 0x179C, "GM107", MAXWELL),
     (0x17C0, 0x17FF, "GM200", MAXWELL),
     (0x1B00, 0x1B7F, "GP102", PASCAL),
     (0x1B80, 0x1BFF, "GP104", PASCAL),
@@ -111,6 +125,7 @@ class Generation:
     chip: str
     open_supported: bool
     legacy: bool
+    open_required: bool = False
 
 
 def parse_device_id(value: int | str) -> int:
@@ -134,7 +149,9 @@ def classify(device_id: int | str) -> Generation:
     number = parse_device_id(device_id)
     for first, last, chip, name in RANGES:
         if first <= number <= last:
-            return Generation(name, chip, name in OPEN_CAPABLE, name in LEGACY)
+            return Generation(
+                name, chip, name in OPEN_CAPABLE, name in LEGACY, name in OPEN_REQUIRED
+            )
     if number >= FIRST_OPEN_ID:
         return Generation(UNKNOWN, "", True, False)
     if number < _FIRST_KEPLER_ID:
@@ -146,6 +163,7 @@ __all__ = [
     "FIRST_OPEN_ID",
     "LEGACY",
     "OPEN_CAPABLE",
+    "OPEN_REQUIRED",
     "RANGES",
     "Generation",
     "classify",

@@ -18,19 +18,27 @@ import hashlib
 import hmac
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-from provision.errors import ProvisionError
+from provision.errors import ConfigError, ProvisionError
+from provision.localfile import replace_file
 
 log = logging.getLogger(__name__)
+# One line per key that accept-new recorded: the CLI shows these at every verbosity, so a user
+# learns which keys went into known_hosts (OpenSSH prints "Permanently added ..." the same way).
+recorded_log = logging.getLogger(f"{__name__}.recorded")
 
 
 class HostKeyError(ProvisionError):
     """A host key problem: the host gets state "host key refused" and runs nothing."""
+
+
+class KnownHostsUnreadable(ConfigError):
+    """A known_hosts file exists but cannot be read (a directory, no permission): the run stops
+    before any host is contacted, as no host key could be checked."""
 
 
 class UnknownHostKey(HostKeyError):
@@ -169,7 +177,10 @@ class KnownHosts:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise HostKeyError(f"cannot read known_hosts file {path}: {exc.strerror}") from None
+            raise KnownHostsUnreadable(
+                f"cannot read known_hosts file {path}: {exc.strerror}; "
+                "it must be a readable file (or absent)"
+            ) from None
 
     def known(self, name: str) -> list[Entry]:
         """Non-revoked entries for ``name`` (``host`` or ``[host]:port``)."""
@@ -217,7 +228,7 @@ class KnownHosts:
         with self._lock:
             current = append_known_host(self.write_path, name, keytype, key)
             self.entries.extend(e for e in current if e not in self.entries)
-        log.info(
+        recorded_log.info(
             "recorded new host key for %s (%s %s) in %s",
             name,
             keytype,
@@ -264,12 +275,39 @@ def _locked(path: str) -> Iterator[None]:
         os.close(fd)
 
 
+def hashed_name(name: str, salt: bytes | None = None) -> str:
+    """OpenSSH's hashed known_hosts name: ``|1|base64(salt)|base64(HMAC-SHA1(salt, name))``."""
+    salt = os.urandom(20) if salt is None else salt
+    digest = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+
+SSH_CONFIGS = ("~/.ssh/config", "/etc/ssh/ssh_config")  # OpenSSH reads them in this order
+
+
+def hash_known_hosts(name: str, configs: Iterable[str] = SSH_CONFIGS) -> bool:
+    """OpenSSH's ``HashKnownHosts`` for this host: the first value set in the user's, then the
+    system's ssh config (Debian and Ubuntu ship ``HashKnownHosts yes``); default no."""
+    from provision.target import ssh_config_lookup
+
+    host, _ = _split_name(name)
+    for config in configs:
+        value = ssh_config_lookup(host, os.path.expanduser(config)).get("hashknownhosts")
+        if value is not None:
+            return str(value).lower() == "yes"
+    return False
+
+
 def append_known_host(path: str, name: str, keytype: str, key: str) -> list[Entry]:
     """Add one line to ``path`` with temp file + rename under a lock; return the file's entries.
 
     The file is re-read under the lock, so a key another process recorded meanwhile is seen: the
     same key is not written twice, and a different one makes this a changed key, not a second entry.
+    Like OpenSSH: a symlinked file is written through (its target is replaced, the link stays);
+    the name is hashed when ``HashKnownHosts`` says so, and also whenever the file already holds
+    hashed names (a new plain name would undo what hashing hides).
     """
+    path = os.path.realpath(path)
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -290,18 +328,12 @@ def append_known_host(path: str, name: str, keytype: str, key: str) -> list[Entr
             raise ChangedHostKey(changed_message(name, keytype, key, mine))
         if text and not text.endswith("\n"):
             text += "\n"
-        text += f"{name} {keytype} {key}\n"
-        fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=directory)
+        hashed = any(p.startswith("|1|") for e in entries for p in e.patterns)
+        written = hashed_name(name) if hashed or hash_known_hosts(name) else name
+        text += f"{written} {keytype} {key}\n"
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
+            replace_file(path, text, mode)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             if exc.errno == errno.EACCES:
                 raise HostKeyError(f"cannot write {path}: permission denied") from None
             raise HostKeyError(f"cannot write {path}: {exc.strerror}") from None

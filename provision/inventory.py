@@ -20,7 +20,7 @@ import json
 import os
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,17 @@ import yaml
 
 from provision.errors import InventoryError, PatternError
 from provision.varparse import parse_value, split_host_line, split_var_line
+from provision.vault import (
+    Locked,
+    VaultedText,
+    VaultError,
+    VaultSecret,
+    as_secrets,
+    decrypt,
+    decrypt_text,
+    is_vaulted,
+    secrets_in,
+)
 
 __all__ = [
     "Group",
@@ -129,33 +140,47 @@ class Inventory:
             i += 1
         return order
 
-    def to_list_json(self) -> dict[str, Any]:
-        """Exactly what ``ansible-inventory -i FILE --list`` prints, as a JSON-ready dict."""
+    def to_list_json(self, selected: Collection[str] | None = None) -> dict[str, Any]:
+        """Exactly what ``ansible-inventory -i FILE --list`` prints, as a JSON-ready dict; with
+        ``selected`` (the hosts a --limit chose) what ``--list --limit`` prints: each group's
+        hosts and the hostvars cut to those (ansible-core's cli/inventory.py json_inventory).
+        Walked with a work list, not recursion: a chain of hundreds of nested groups is fine."""
+        keep = set(self.hosts) if selected is None else set(selected)
         result: dict[str, Any] = {}
-        seen: set[str] = set()
-
-        def format_group(name: str) -> None:
+        todo, seen = ["all"], {"all"}
+        while todo:
+            name = todo.pop()
             group = self.groups[name]
             entry: dict[str, Any] = {}
             if name != "all":
-                entry["hosts"] = list(group.hosts)
+                entry["hosts"] = [h for h in group.hosts if h in keep]
             entry["children"] = list(group.children)
             for child in group.children:
                 if child not in seen:
-                    format_group(child)
                     seen.add(child)
+                    todo.append(child)
             entry = {k: v for k, v in entry.items() if v}
             if entry:
                 result[name] = entry
-
-        format_group("all")
         hostvars = {}
         for host in self.hosts.values():
             shown = {k: _jsonable(v) for k, v in host.vars.items() if k not in _INTERNAL_VARS}
-            if shown:
+            if shown and host.name in keep:
                 hostvars[host.name] = shown
         result["_meta"] = {"hostvars": hostvars, "profile": "inventory_legacy"}
         return result
+
+    def vault_secrets(self) -> list[str]:
+        """Every vault-decrypted string in the hosts' and groups' variables, to mask them."""
+        found: list[str] = []
+        for host in self.hosts.values():
+            found += secrets_in(host.vars)
+        for group in self.groups.values():
+            found += secrets_in(group.vars)
+        # A template in a command's free form splits a value with spaces into shell words:
+        # each longer word is masked too.
+        words = [w for secret in found for w in secret.split() if len(w) >= 4]
+        return sorted({*found, *words}, key=len, reverse=True)  # longest first
 
     def graph(self, group: str = "all") -> str:
         """Exactly what ``ansible-inventory -i FILE --graph [GROUP]`` prints (no final newline)."""
@@ -165,16 +190,19 @@ class Inventory:
                 f"{self.path or 'the inventory'}; groups: {', '.join(self.groups)}"
             )
         lines: list[str] = []
-
-        def walk(name: str, depth: int) -> None:
+        # (is a group, name, depth), popped in print order: a group's line, its children's
+        # subtrees, then its own hosts, as ansible-inventory's recursive walk prints them.
+        todo: list[tuple[bool, str, int]] = [(True, group, 0)]
+        while todo:
+            is_group, name, depth = todo.pop()
+            if not is_group:
+                lines.append(_graph_line(name, depth))
+                continue
             lines.append(_graph_line(f"@{name}:", depth))
-            for child in self.groups[name].children:
-                walk(child, depth + 1)
+            below = [(True, c, depth + 1) for c in self.groups[name].children]
             if name != "all":
-                for h in self.groups[name].hosts:
-                    lines.append(_graph_line(h, depth + 1))
-
-        walk(group, 0)
+                below += [(False, h, depth + 1) for h in self.groups[name].hosts]
+            todo.extend(reversed(below))
         return "\n".join(lines)
 
 
@@ -184,6 +212,9 @@ def _graph_line(text: str, depth: int) -> str:
 
 def _jsonable(value: Any) -> Any:
     """YAML can give dates, sets and bytes; render them the way ansible-inventory does."""
+    if isinstance(value, (VaultedText, Locked)):
+        # shown as ansible-inventory shows it, whether a password was given or not
+        return {"__ansible_vault": value.ciphertext}
     if isinstance(value, dict):
         return {str(k) if not isinstance(k, str) else k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -565,15 +596,17 @@ class _Parser:
     def depths(self) -> dict[str, int]:
         """Longest path from ``all``: what Ansible's incremental depth updates converge to."""
         depth: dict[str, int] = {}
-
-        def visit(name: str) -> int:
-            if name not in depth:
+        for start in self.groups:  # depth-first with a work list: no recursion limit
+            todo = [start]
+            while todo:
+                name = todo[-1]
                 parents = self.groups[name].parents
-                depth[name] = max((visit(p) + 1 for p in parents), default=0)
-            return depth[name]
-
-        for name in self.groups:
-            visit(name)
+                pending = [p for p in parents if p not in depth]
+                if name in depth or not pending:
+                    depth.setdefault(name, max((depth[p] + 1 for p in parents), default=0))
+                    todo.pop()
+                else:
+                    todo.extend(pending)
         return depth
 
 
@@ -583,7 +616,11 @@ _VARS_EXTENSIONS = ("", ".yml", ".yaml", ".json")
 
 
 class _VarsLoader(yaml.SafeLoader):
-    """PyYAML's safe loader plus the two tags Ansible adds that plain inventories use."""
+    """PyYAML's safe loader plus the tags Ansible adds that inventories use (``!unsafe``,
+    ``!vault``); the file and the vault passwords, for ``!vault`` values."""
+
+    vault_path = "?"
+    vault_secrets: tuple[VaultSecret, ...] = ()
 
 
 def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
@@ -595,14 +632,25 @@ def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
 
 
 def _construct_vault(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    raise yaml.constructor.ConstructorError(
-        None, None, "vault-encrypted values (!vault) are not supported", node.start_mark
-    )
+    """An inline ``!vault |`` value: decrypted when a password fits, else kept locked (listed
+    as Ansible lists it, refused where the value is needed)."""
+    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    assert isinstance(loader, _VarsLoader)
+    where = f"{loader.vault_path}:{node.start_mark.line + 1}"
+    secrets = loader.vault_secrets
+    if not secrets:
+        return Locked(text, where)
+    try:
+        return VaultedText(decrypt(text, secrets).decode("utf-8"), text)
+    except VaultError as exc:  # a wrong password: refused where the value is used
+        return Locked(text, where, str(exc))
+    except UnicodeDecodeError:
+        return Locked(text, where, "the decrypted value is not UTF-8 text")
 
 
 def _construct_set(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
     # A YAML !!set becomes a list, in document order (a Python set would reorder it).
-    return [loader.construct_object(k) for k, _ in node.value]  # type: ignore[union-attr]
+    return [loader.construct_object(k) for k, _ in node.value]
 
 
 _VarsLoader.add_constructor("!unsafe", _construct_unsafe)
@@ -640,18 +688,35 @@ def _dir_vars_files(directory: str) -> list[str]:
     return found
 
 
-def _load_vars_file(path: str) -> dict[str, Any]:
+def _yaml_vars(text: str, path: str, secrets: list[VaultSecret]) -> Any:
+    loader = _VarsLoader(text)  # a SafeLoader subclass
+    loader.vault_path = path
+    loader.vault_secrets = tuple(secrets)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _load_vars_file(path: str, secrets: list[VaultSecret] | None = None) -> dict[str, Any]:
+    secrets = secrets or []
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise InventoryError(f"{path}:1: cannot read variables file: {exc}") from None
+    vaulted = is_vaulted(text)
+    if vaulted:  # a whole file encrypted with ansible-vault
+        try:
+            text = decrypt_text(text, secrets, f"{path}:1")
+        except VaultError as exc:
+            raise InventoryError(str(exc)) from None
     data: Any
     try:
         data = json.loads(text)  # Ansible tries JSON first, then YAML
     except ValueError:
         try:
-            data = yaml.load(text, Loader=_VarsLoader)  # a SafeLoader subclass
+            data = _yaml_vars(text, path, secrets)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
             line = mark.line + 1 if mark is not None else 1
@@ -667,14 +732,15 @@ def _load_vars_file(path: str) -> dict[str, Any]:
             f"{path}:1: expected a mapping of variable names to values, got a "
             f"{type(data).__name__}; write it as 'name: value' lines"
         )
-    return data
+    return as_secrets(data) if vaulted else data
 
 
 class _VarsFiles:
     """group_vars/ and host_vars/ beside the inventory, each file read once."""
 
-    def __init__(self, inventory_dir: str) -> None:
+    def __init__(self, inventory_dir: str, secrets: list[VaultSecret] | None = None) -> None:
         self.base = os.path.realpath(inventory_dir)
+        self.secrets = secrets or []
         self._cache: dict[str, dict[str, Any]] = {}
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
@@ -686,7 +752,7 @@ class _VarsFiles:
         merged: dict[str, Any] = {}
         for path in _find_vars_files(directory, name):
             if path not in self._cache:
-                self._cache[path] = _load_vars_file(path)
+                self._cache[path] = _load_vars_file(path, self.secrets)
             merged |= self._cache[path]
         return merged
 
@@ -694,10 +760,22 @@ class _VarsFiles:
 # --------------------------------------------------------------------------- loading
 
 
-def _read_lines(path: str) -> list[str]:
+def _read_lines(path: str, secrets: list[VaultSecret]) -> tuple[list[str], bool]:
+    """The inventory's lines, and whether the file was vault-encrypted."""
+    data = _read_bytes(path)
+    if is_vaulted(data):
+        try:
+            text = decrypt_text(data.decode("ascii", "replace"), secrets, path)
+        except VaultError as exc:
+            raise InventoryError(str(exc)) from None
+        return text.splitlines(), True
+    return _decode_lines(path, data), False
+
+
+def _read_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            return fh.read()
     except FileNotFoundError:
         raise InventoryError(
             f"{path}: inventory file not found; give the path of an Ansible INI inventory"
@@ -708,6 +786,9 @@ def _read_lines(path: str) -> list[str]:
         ) from None
     except OSError as exc:
         raise InventoryError(f"{path}: cannot read the inventory: {exc.strerror}") from None
+
+
+def _decode_lines(path: str, data: bytes) -> list[str]:
     try:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
@@ -727,25 +808,51 @@ def _read_lines(path: str) -> list[str]:
     return lines
 
 
-def load_inventory(path: str) -> Inventory:
-    """Read an Ansible INI inventory and the group_vars/ and host_vars/ beside it."""
+def load_inventory(
+    path: str,
+    secrets: list[VaultSecret] | None = None,
+    playbook_dir: str | None = None,
+) -> Inventory:
+    """Read an Ansible INI inventory and the group_vars/ and host_vars/ beside it, and beside
+    the playbook (``playbook_dir``) as ansible-playbook does; ``secrets`` open vaults."""
+    secrets = secrets or []
     parser = _Parser(path)
-    parser.parse(_read_lines(path))
+    lines, vaulted = _read_lines(path, secrets)
+    parser.parse(lines)
     parser.reconcile()
-    files = _VarsFiles(os.path.dirname(os.path.abspath(path)))
+    if vaulted:  # every value of a vault-encrypted inventory is a secret
+        for group in parser.groups.values():
+            group.vars = as_secrets(group.vars)
+        for host in parser.hosts.values():
+            host.vars = as_secrets(host.vars)
+    # Ansible's layers, lowest first: the inventory's group_vars/host_vars, then the
+    # playbook's (its group_vars/all over the inventory's, its group_vars/<g> over theirs).
+    layers = [_VarsFiles(os.path.dirname(os.path.abspath(path)), secrets)]
+    if playbook_dir is not None and os.path.realpath(playbook_dir) != layers[0].base:
+        layers.append(_VarsFiles(playbook_dir, secrets))
     depth = parser.depths()
 
     def order(names: Iterable[str]) -> list[str]:
         return sorted(names, key=lambda n: (depth[n], parser.groups[n].priority, n))
 
+    def from_files(kind: str, names: Iterable[str]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            for name in names:
+                merged |= layer.get(kind, name)
+        return merged
+
     groups: dict[str, Group] = {}
-    for name, g in parser.groups.items():
+    for name, parsed in parser.groups.items():
         groups[name] = Group(
-            name, list(g.hosts), list(g.children), g.vars | files.get("group_vars", name)
+            name,
+            list(parsed.hosts),
+            list(parsed.children),
+            parsed.vars | from_files("group_vars", [name]),
         )
 
     all_vars = parser.groups["all"].vars
-    all_file_vars = files.get("group_vars", "all")
+    all_file_vars = from_files("group_vars", ["all"])
     hosts: dict[str, Host] = {}
     for name, h in parser.hosts.items():
         member_of = parser.host_groups(name)
@@ -754,10 +861,30 @@ def load_inventory(path: str) -> Inventory:
         for g in ranked:
             merged |= parser.groups[g].vars
         merged |= all_file_vars
-        for g in ranked:
-            merged |= files.get("group_vars", g)
+        merged |= from_files("group_vars", ranked)
         merged |= h.vars
-        merged |= files.get("host_vars", name)
+        merged |= from_files("host_vars", [name])
         in_order = ["all", *(g for g in parser.groups if g in member_of and g != "all")]
         hosts[name] = Host(name, merged, in_order)
     return Inventory(path=path, hosts=hosts, groups=groups)
+
+
+def variable_location(path: str, name: str) -> str:
+    """Where variable ``name`` is written, as "FILE:LINE" for an error message: the inventory's
+    own lines first, then group_vars/ and host_vars/ beside it; the inventory path if unseen."""
+    ini = re.compile(rf"(^|\s){re.escape(name)}\s*=")
+    yml = re.compile(rf"^\s*{re.escape(name)}\s*:")
+    candidates = [(path, ini)]
+    base = os.path.dirname(os.path.abspath(path))
+    for kind in ("group_vars", "host_vars"):
+        for root, _dirs, files in sorted(os.walk(os.path.join(base, kind))):
+            candidates += [(os.path.join(root, f), yml) for f in sorted(files)]
+    for file, pattern in candidates:
+        try:
+            with open(file, encoding="utf-8", errors="replace") as fh:
+                for lineno, line in enumerate(fh, start=1):
+                    if pattern.search(line) and not line.lstrip().startswith(("#", ";")):
+                        return f"{file}:{lineno}"
+        except OSError:
+            continue
+    return path

@@ -14,8 +14,19 @@ from typing import Any
 import yaml
 
 from provision.errors import ProvisionError
-from provision.modules import MODULES
-from provision.modules.base import ArgError, is_template
+from provision.modules import MODULES, module_named
+from provision.modules.base import ArgError, Module, is_template
+from provision.vault import (
+    Locked,
+    VaultedText,
+    VaultError,
+    VaultSecret,
+    as_secrets,
+    decrypt,
+    decrypt_text,
+    is_vaulted,
+    secrets_in,
+)
 
 TASK_KEYWORDS = {
     "name",
@@ -78,7 +89,7 @@ class LineDict(dict):
 _SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _LineLoader(_SafeLoader):  # type: ignore[misc,valid-type]
+class _LineLoader(_SafeLoader):
     pass
 
 
@@ -100,8 +111,25 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
 
 _LineLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
+
+
+def _construct_vault(loader: _LineLoader, node: yaml.ScalarNode) -> Any:
+    """An inline ``!vault |`` value (play vars, vars_files): decrypted with the passwords
+    given, else kept locked and refused in one line where it is used (as in the inventory)."""
+    text = str(loader.construct_scalar(node))
+    where = f"{loader.name}:{node.start_mark.line + 1}"
+    secrets: tuple[VaultSecret, ...] = getattr(loader, "vault_secrets", ())
+    if not secrets:
+        return Locked(text, where)
+    try:
+        return VaultedText(decrypt(text, secrets).decode("utf-8"), text)
+    except (VaultError, UnicodeDecodeError) as exc:
+        return Locked(text, where, str(exc))
+
+
+_LineLoader.add_constructor("!vault", _construct_vault)
 
 
 @dataclass
@@ -169,6 +197,13 @@ class Playbook:
     def base_dir(self) -> str:
         return os.path.dirname(os.path.abspath(self.path))
 
+    def vault_secrets(self) -> list[str]:
+        """Every vault-decrypted string in the plays' variables, to mask them in output."""
+        found: list[str] = []
+        for play in self.plays:
+            found += secrets_in(play.vars) + secrets_in(play.defaults)
+        return found
+
 
 def _bool(value: Any, where: str, key: str) -> bool:
     if isinstance(value, bool):
@@ -189,26 +224,35 @@ def _str_list(value: Any, where: str, key: str) -> list[str]:
     raise PlaybookError(f"{where}: '{key}' must be a string or a list of strings")
 
 
-def load_playbook(path: str) -> Playbook:
+def load_playbook(path: str, secrets: tuple[VaultSecret, ...] = ()) -> Playbook:
     """Read and validate a playbook (and every playbook it imports); raises
-    :class:`PlaybookError` naming file:line."""
+    :class:`PlaybookError` naming file:line. ``secrets`` open vault-encrypted vars files and
+    ``!vault`` values."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
         raise PlaybookError(f"{path}: cannot read playbook: {exc.strerror}") from None
-    return parse_playbook(text, path)
+    return parse_playbook(text, path, secrets)
 
 
-def parse_playbook(text: str, path: str = "<playbook>") -> Playbook:
+def parse_playbook(
+    text: str, path: str = "<playbook>", secrets: tuple[VaultSecret, ...] = ()
+) -> Playbook:
     """Parse playbook text; ``path`` is used in messages and to find imported playbooks and
     vars files (relative to its directory). Reads nothing else."""
-    return Playbook(path, _parse_plays(text, path, (os.path.abspath(path),), ()))
+    return Playbook(path, _parse_plays(text, path, (os.path.abspath(path),), (), secrets))
 
 
-def _load_yaml(text: str, path: str) -> Any:
+def _load_yaml(text: str, path: str, secrets: tuple[VaultSecret, ...] = ()) -> Any:
+    if is_vaulted(text):  # a whole file encrypted with ansible-vault (vars_files)
+        try:
+            text = decrypt_text(text, secrets, f"{path}:1")
+        except VaultError as exc:
+            raise PlaybookError(str(exc)) from None
     loader = _LineLoader(text)
     loader.name = path
+    loader.vault_secrets = secrets
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
@@ -222,11 +266,15 @@ def _load_yaml(text: str, path: str) -> Any:
 
 
 def _parse_plays(
-    text: str, path: str, open_files: tuple[str, ...], links: tuple[str, ...]
+    text: str,
+    path: str,
+    open_files: tuple[str, ...],
+    links: tuple[str, ...],
+    secrets: tuple[VaultSecret, ...] = (),
 ) -> list[Play]:
     """The plays of one file, imports inlined. ``open_files`` are the absolute paths being
     read (the import chain), ``links`` the ``FILE:LINE`` of each import on the way here."""
-    data = _load_yaml(text, path)
+    data = _load_yaml(text, path, secrets)
     if not isinstance(data, list):
         raise PlaybookError(f"{path}:1: a playbook is a list of plays")
     plays: list[Play] = []
@@ -234,14 +282,18 @@ def _parse_plays(
         if not isinstance(raw, LineDict):
             raise PlaybookError(f"{path}: play {index} is not a mapping")
         if "import_playbook" in raw:
-            plays.extend(_import(raw, path, open_files, links))
+            plays.extend(_import(raw, path, open_files, links, secrets))
         else:
-            plays.append(_parse_play(raw, path, index))
+            plays.append(_parse_play(raw, path, index, secrets))
     return plays
 
 
 def _import(
-    raw: LineDict, path: str, open_files: tuple[str, ...], links: tuple[str, ...]
+    raw: LineDict,
+    path: str,
+    open_files: tuple[str, ...],
+    links: tuple[str, ...],
+    secrets: tuple[VaultSecret, ...] = (),
 ) -> list[Play]:
     """``- import_playbook: FILE``: that file's plays, here (Ansible's static import)."""
     line = raw.line_of("import_playbook")
@@ -265,7 +317,8 @@ def _import(
             text = fh.read()
     except OSError as exc:
         raise PlaybookError(f"{where}: cannot read {target_path}: {exc.strerror}") from None
-    return _parse_plays(text, target_path, (*open_files, os.path.abspath(target_path)), chain)
+    opened = (*open_files, os.path.abspath(target_path))
+    return _parse_plays(text, target_path, opened, chain, secrets)
 
 
 def _relative(path: str, name: str) -> str:
@@ -273,7 +326,9 @@ def _relative(path: str, name: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(name)))
 
 
-def _vars_file(path: str, name: Any, where: str, key: str) -> dict[str, Any]:
+def _vars_file(
+    path: str, name: Any, where: str, key: str, secrets: tuple[VaultSecret, ...] = ()
+) -> dict[str, Any]:
     """One vars/defaults file (a YAML mapping), relative to the playbook file ``path``."""
     if not isinstance(name, str) or not name.strip():
         raise PlaybookError(f"{where}: '{key}' entries must be file names, got {name!r}")
@@ -285,15 +340,17 @@ def _vars_file(path: str, name: Any, where: str, key: str) -> dict[str, Any]:
             text = fh.read()
     except OSError as exc:
         raise PlaybookError(f"{where}: '{key}': cannot read {file_path}: {exc.strerror}") from None
-    data = _load_yaml(text, file_path)
+    data = _load_yaml(text, file_path, secrets)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise PlaybookError(f"{file_path}:1: a {key} file must hold a mapping of variables")
-    return dict(data)
+    return as_secrets(dict(data)) if is_vaulted(text) else dict(data)
 
 
-def _defaults(value: Any, path: str, where: str) -> dict[str, Any]:
+def _defaults(
+    value: Any, path: str, where: str, secrets: tuple[VaultSecret, ...] = ()
+) -> dict[str, Any]:
     """``defaults:``: a file, a mapping, or a list of them (later ones win)."""
     items = value if isinstance(value, list) else [value]
     out: dict[str, Any] = {}
@@ -303,11 +360,13 @@ def _defaults(value: Any, path: str, where: str) -> dict[str, Any]:
         if isinstance(item, dict):
             out.update(item)
         else:
-            out.update(_vars_file(path, item, where, "defaults"))
+            out.update(_vars_file(path, item, where, "defaults", secrets))
     return out
 
 
-def _parse_play(raw: LineDict, path: str, index: int) -> Play:
+def _parse_play(
+    raw: LineDict, path: str, index: int, secrets: tuple[VaultSecret, ...] = ()
+) -> Play:
     name = str(raw.get("name") or f"play {index}")
     where = f"{path}:{raw.line}: play '{name}'"
     for key in raw:
@@ -327,10 +386,10 @@ def _parse_play(raw: LineDict, path: str, index: int) -> Play:
         vf_where = f"{path}:{raw.line_of('vars_files')}: play '{name}'"
         play.vars_files = _str_list(raw["vars_files"], vf_where, "vars_files")
         for item in play.vars_files:  # Ansible: vars_files win over play vars
-            play.vars.update(_vars_file(path, item, vf_where, "vars_files"))
+            play.vars.update(_vars_file(path, item, vf_where, "vars_files", secrets))
     if raw.get("defaults") is not None:
         d_where = f"{path}:{raw.line_of('defaults')}: play '{name}'"
-        play.defaults = _defaults(raw["defaults"], path, d_where)
+        play.defaults = _defaults(raw["defaults"], path, d_where, secrets)
     if "become" in raw:
         play.become = _bool(raw["become"], where, "become")
     if raw.get("become_user") is not None:
@@ -396,29 +455,31 @@ def _parse_task(raw: LineDict, path: str, number: int, handler: bool) -> Task:
     where = f"{path}:{raw.line}: {kind} '{name}'"
     modules = [key for key in raw if key not in TASK_KEYWORDS]
     for key in modules:
-        if key not in MODULES:
+        if module_named(key) is None:
             raise PlaybookError(f"{where}: unknown module or keyword '{key}'")
     if not modules:
         raise PlaybookError(f"{where}: no module given")
     if len(modules) > 1:
         raise PlaybookError(f"{where}: more than one module in one task: {', '.join(modules)}")
-    module_name = modules[0]
+    written = modules[0]  # as the task names it (ansible.builtin.copy, systemd, ...)
+    module_name = module_named(written) or written
     module = MODULES[module_name]
-    value = raw[module_name]
+    value = raw[written]
     if value is None:
         args: dict[str, Any] = {}
     elif isinstance(value, dict):
         args = dict(value)
-    elif isinstance(value, str) and module.free_form:
-        args = {module.free_form: value}
+    elif isinstance(value, str):
+        args = _string_args(value, module, written, where)
     else:
-        raise PlaybookError(f"{where}: arguments of '{module_name}' must be a mapping")
+        raise PlaybookError(f"{where}: arguments of '{written}' must be a mapping")
     extra = raw.get("args")
     if extra is not None:
         if not isinstance(extra, dict):
             raise PlaybookError(f"{where}: 'args' must be a mapping")
         args = {**extra, **args}
     try:
+        args = module.canonical(args)
         module.check_static(args)
     except ArgError as exc:
         raise PlaybookError(f"{where}: {exc}") from None
@@ -455,6 +516,106 @@ def _parse_task(raw: LineDict, path: str, number: int, handler: bool) -> Task:
     if "check_mode" in raw:
         task.check_mode = _bool(raw["check_mode"], where, "check_mode")
     return task
+
+
+# The options Ansible takes out of a command's or shell's free form (parsing/splitter.py
+# parse_kv with check_raw): every other ``k=v`` word stays part of the command.
+_FREE_FORM_OPTIONS = frozenset(
+    {
+        "creates",
+        "removes",
+        "chdir",
+        "executable",
+        "warn",
+        "stdin",
+        "stdin_add_newline",
+        "strip_empty_ends",
+    }
+)
+
+
+def _string_args(text: str, module: Module, written: str, where: str) -> dict[str, Any]:
+    """A module's arguments written as one string, as Ansible reads them: ``k=v`` words
+    (``copy: src=a dest=b``); for a free-form module the other words are the command, and only
+    its options (``chdir=``, ``creates=``, ``removes=``...) are taken out of it."""
+    try:
+        words = split_args(text)
+    except ValueError as exc:
+        raise PlaybookError(f"{where}: arguments of '{written}': {exc}") from None
+    args: dict[str, Any] = {}
+    raw: list[str] = []
+    for word in words:
+        key, sep, value = _split_kv(word)
+        free = module.free_form is not None
+        if not sep or (free and key not in _FREE_FORM_OPTIONS):
+            raw.append(word.replace("\\=", "=") if not sep else word)
+        else:
+            args[key.strip()] = _unquote(value.strip())
+    if raw and module.free_form is None:
+        raise PlaybookError(
+            f"{where}: arguments of '{written}' must be a mapping or key=value words, "
+            f"got {raw[0]!r}"
+        )
+    if raw:
+        args[module.free_form] = " ".join(raw)  # type: ignore[index]
+    return args
+
+
+def _split_kv(word: str) -> tuple[str, str, str]:
+    """(key, "=", value) at the first ``=`` not escaped as ``\\=``; ("", "", word) if none."""
+    pos = word.find("=", 1)
+    while pos > 0 and word[pos - 1] == "\\":
+        pos = word.find("=", pos + 1)
+    if pos <= 0:
+        return "", "", word
+    return word[:pos], "=", word[pos + 1 :]
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def split_args(text: str) -> list[str]:
+    """Words split on whitespace outside quotes and Jinja blocks, quotes kept (Ansible's
+    ``split_args``); raises ValueError on an unclosed quote or block."""
+    words: list[str] = []
+    current: list[str] = []
+    quote: str | None = None
+    depth = 0
+    i = 0
+    while i < len(text):
+        c, two = text[i], text[i : i + 2]
+        if quote is None and two in ("{{", "{%", "{#"):
+            depth += 1
+            current.append(two)
+            i += 2
+            continue
+        if quote is None and depth and two in ("}}", "%}", "#}"):
+            depth -= 1
+            current.append(two)
+            i += 2
+            continue
+        if quote is not None:
+            if c == quote and text[i - 1] != "\\":
+                quote = None
+            current.append(c)
+        elif c in "'\"" and not depth:
+            quote = c
+            current.append(c)
+        elif c.isspace() and not depth:
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(c)
+        i += 1
+    if quote is not None or depth:
+        raise ValueError("an unclosed quote or Jinja block; close it or use a mapping")
+    if current:
+        words.append("".join(current))
+    return words
 
 
 def _number(value: Any, where: str, key: str, *, integer: bool) -> int | float | str:

@@ -13,9 +13,10 @@ every command; the become password only ever travels on stdin.
 
 from __future__ import annotations
 
-import base64
+import collections
 import contextlib
 import getpass
+import hashlib
 import logging
 import os
 import posixpath
@@ -24,7 +25,6 @@ import select
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -40,7 +40,8 @@ from provision.hostkeys import (
     changed_message,
     host_key_name,
 )
-from provision.shell import join, mask, quote, sudo_wrap
+from provision.localfile import replace_file
+from provision.shell import bounded, join, mask, quote, sudo_wrap, verify_received
 from provision.target import ConnSpec, ssh_config_lookup
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class CommandResult:
     stdout: str
     stderr: str
     duration: float
+    truncated: bool = False  # output beyond the limits was dropped (its tail is kept)
 
     @property
     def ok(self) -> bool:
@@ -76,6 +78,7 @@ class Session(Protocol):
         stdin: bytes | None = None,
         timeout: float | None = None,
         become: bool | None = None,
+        shown: str | None = None,
     ) -> CommandResult: ...
 
     def put(self, data: bytes, path: str, mode: int = 0o644) -> None: ...
@@ -96,12 +99,20 @@ class ConnectError(ProvisionError):
     """The host cannot be reached or logged into: state "unreachable"."""
 
 
+class AuthenticationFailed(ConnectError):
+    """The host answered but refused the login (key, agent or password): state "unreachable"."""
+
+
 class TransportLost(ConnectError):
     """The connection died while a command ran: state "unreachable", the command's fate unknown."""
 
 
 class CommandTimeout(ProvisionError):
-    """A command ran past its timeout: state "timed out"."""
+    """A command ran past its timeout (``seconds``, when one command's): state "timed out"."""
+
+    def __init__(self, message: str, seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.seconds = seconds
 
 
 class BecomeError(ProvisionError):
@@ -113,24 +124,66 @@ def _decode(data: bytes) -> str:
 
 
 MAX_OUTPUT = 64 << 20  # per stream; beyond it output is drained and dropped, never a crash (G14)
+RUN_OUTPUT = 64 << 20  # every stream of every host of one run together (OutputBudget)
+TAIL_OUTPUT = 64 << 10  # what a stream keeps once the run's budget is spent: its last bytes
+
+
+class OutputBudget:
+    """The bytes of command output one run may hold, over all its hosts and streams: a capture
+    draws from it as it grows past :data:`TAIL_OUTPUT`. Without it 5 hosts printing 200 MB
+    each held 10 x 64 MiB (2.09 GB peak with the decoding copies). Thread-safe; never refilled
+    within a run, as the results it paid for are kept until the run ends."""
+
+    def __init__(self, total: int | None = None) -> None:
+        self.left = RUN_OUTPUT if total is None else total
+        self._lock = threading.Lock()
+
+    def draw(self, wanted: int) -> int:
+        with self._lock:
+            granted = max(0, min(wanted, self.left))
+            self.left -= granted
+            return granted
 
 
 class _Capture:
-    """A stream's output, kept up to :data:`MAX_OUTPUT` bytes."""
+    """A stream's output: its last bytes, up to :data:`MAX_OUTPUT` and what the run's
+    :class:`OutputBudget` allows (at least :data:`TAIL_OUTPUT`); what was dropped is counted."""
 
-    def __init__(self) -> None:
-        self.data = bytearray()
+    def __init__(self, budget: OutputBudget) -> None:
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.size = 0
+        self.allowed = TAIL_OUTPUT
         self.dropped = 0
+        self.budget = budget
 
     def add(self, chunk: bytes) -> None:
-        room = MAX_OUTPUT - len(self.data)
-        self.data += chunk[:room]
-        self.dropped += max(0, len(chunk) - room)
+        want = min(self.size + len(chunk), MAX_OUTPUT) - self.allowed
+        if want > 0:
+            self.allowed += self.budget.draw(want)
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        while self.size > self.allowed:  # keep the tail: an error is usually at the end
+            excess = self.size - self.allowed
+            first = self.chunks[0]
+            if len(first) <= excess:
+                self.chunks.popleft()
+                cut = len(first)
+            else:
+                self.chunks[0] = first[excess:]
+                cut = excess
+            self.size -= cut
+            self.dropped += cut
 
     def text(self) -> str:
-        text = _decode(bytes(self.data))
+        data = b"".join(self.chunks)
+        self.chunks.clear()  # one copy at a time: a big stream's peak is its bytes plus its text
+        text = _decode(data)
+        del data
         if self.dropped:
-            text += f"\n[provision: {self.dropped} more bytes of output dropped]\n"
+            text = (
+                f"[provision: {self.dropped} more bytes of output dropped (output limit); "
+                f"the last {self.size} follow]\n{text}"
+            )
         return text
 
 
@@ -177,6 +230,10 @@ class _BaseSession:
     def _login_user(self) -> str:
         return self.spec.user or getpass.getuser()
 
+    def _ended_on_host(self, command: str, limit: float) -> str:
+        """``command`` as sent: SSH wraps it so the host itself ends it after ``limit``."""
+        return command
+
     # -- public API --------------------------------------------------------------------------
     def run(
         self,
@@ -185,26 +242,46 @@ class _BaseSession:
         stdin: bytes | None = None,
         timeout: float | None = None,
         become: bool | None = None,
+        shown: str | None = None,
     ) -> CommandResult:
-        """Run a shell command; non-zero exits are returned, not raised (tasks decide)."""
+        """Run a shell command; non-zero exits are returned, not raised (tasks decide).
+
+        ``shown`` replaces the command in logs, error messages and the result (a no_log
+        task's command holds its secrets)."""
         use_become = self.spec.become if become is None else become
         limit = self.command_timeout if timeout is None else timeout
+        text = command if shown is None else shown
+        ended = self._ended_on_host(command, limit)
         if not use_become or self._sudo_needed() is False:
-            return self._exec(command, command, stdin, limit)
+            return self._exec(text, ended, stdin, limit)
         mode = self._sudo_probe(limit)
         if mode == "password":
             assert self._password is not None
-            wire = sudo_wrap(command, self.spec.become_user, password=True)
-            data = self._password.encode() + b"\n" + (stdin or b"")
+            wire = sudo_wrap(ended, self.spec.become_user, password=True)
+            data: bytes | None = self._password.encode() + b"\n" + (stdin or b"")
         else:
-            wire = sudo_wrap(command, self.spec.become_user, password=False)
+            wire = sudo_wrap(ended, self.spec.become_user, password=False)
             data = stdin
-        result = self._exec(command, wire, data, limit)
+        result = self._exec(text, wire, data, limit)
         if result.exit_code == 1:
             err = _become_error(result.stderr, self._login_user(), self.name, mode == "password")
             if err is not None and not result.stdout:
                 raise err
         return result
+
+    def wire(self, command: str, *, become: bool | None, limit: float) -> tuple[str, bytes]:
+        """``command`` as :meth:`run` would send it (bounded on the host, through sudo when
+        needed) and what must go first on its stdin (the sudo password, or nothing), for a
+        caller that streams stdin/stdout itself (provision.stream)."""
+        use_become = self.spec.become if become is None else become
+        ended = self._ended_on_host(command, limit)
+        if not use_become or self._sudo_needed() is False:
+            return ended, b""
+        if self._sudo_probe(limit) == "password":
+            assert self._password is not None
+            wire = sudo_wrap(ended, self.spec.become_user, password=True)
+            return wire, self._password.encode() + b"\n"
+        return sudo_wrap(ended, self.spec.become_user, password=False), b""
 
     def put(self, data: bytes, path: str, mode: int = 0o644, *, become: bool | None = None) -> None:
         """Write ``data`` to ``path`` atomically: temp file next to it, chmod, rename."""
@@ -212,10 +289,14 @@ class _BaseSession:
             posixpath.dirname(path) or ".",
             f".{posixpath.basename(path)}.provision-{secrets.token_hex(4)}.tmp",
         )
-        qt, qp = quote(tmp), quote(path)
+        qp = quote(path)
+        check = verify_received('"$t"', len(data), hashlib.sha256(data).hexdigest(), qp)
+        # Renamed only once complete and verified; on a cut connection or a signal the temp
+        # file goes and the old file stays.
         command = (
-            f"umask 077 && {{ cat > {qt} && chmod {mode:o} {qt} && mv -f {qt} {qp}; }}"
-            f" || {{ rc=$?; rm -f {qt}; exit $rc; }}"
+            f"t={quote(tmp)}; trap 'rm -f \"$t\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; "
+            f'umask 077; cat > "$t" || exit 1; {check}; '
+            f'chmod {mode:o} "$t" && mv -f "$t" {qp} || exit 1; trap - EXIT'
         )
         result = self.run(command, stdin=data, become=become)
         if not result.ok:
@@ -308,15 +389,8 @@ def _split_jump(hop: str) -> tuple[str | None, str, int | None]:
     return (user or None), host, port
 
 
-# Host key algorithms each known_hosts key type allows, and which type to prefer.
+# Host key algorithms each known_hosts key type allows (paramiko's own order picks among them).
 _KEY_ALGORITHMS = {"ssh-rsa": {"ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"}}
-_KEY_ORDER = {
-    "ssh-ed25519": 0,
-    "ecdsa-sha2-nistp256": 1,
-    "ecdsa-sha2-nistp384": 2,
-    "ecdsa-sha2-nistp521": 3,
-    "ssh-rsa": 4,
-}
 
 
 class SSHSession(_BaseSession):
@@ -332,9 +406,17 @@ class SSHSession(_BaseSession):
         command_timeout: float = 60.0,
         become_password: str | None = None,
         via: SSHSession | None = None,
+        login_password: str | None = None,
+        key_files_only: bool = False,
+        output_budget: OutputBudget | None = None,
     ) -> None:
         super().__init__(spec, command_timeout=command_timeout, become_password=become_password)
         self._via = via  # an open session to tunnel through (a ProxyJump hop)
+        # onboard: first contact by password only (paramiko's own password auth, no keys or
+        # agent tried first), or a login proven with exactly spec.key_filenames (no agent).
+        self._login_password = login_password
+        self._key_files_only = key_files_only
+        self.output_budget = output_budget if output_budget is not None else OutputBudget()
         self.known_hosts = known_hosts if known_hosts is not None else KnownHosts()
         self.accept_new = accept_new_host_keys
         self.connect_timeout = connect_timeout
@@ -342,6 +424,10 @@ class SSHSession(_BaseSession):
         self._sock: Any = None
         self._jumps: list[SSHSession] = []
         self._closed = False
+
+    def _ended_on_host(self, command: str, limit: float) -> str:
+        # inside sudo, so that timeout runs as the become user and can end what it started
+        return bounded(command, limit)
 
     @property
     def transport(self) -> Any:
@@ -388,14 +474,15 @@ class SSHSession(_BaseSession):
         }
         if spec.key_filenames:
             kwargs["key_filename"] = list(spec.key_filenames)
+        if self._login_password is not None:
+            kwargs.pop("key_filename", None)
+            kwargs.update(password=self._login_password, look_for_keys=False, allow_agent=False)
+        elif self._key_files_only:
+            kwargs.update(look_for_keys=False, allow_agent=False)
+        elif spec.password is not None:
+            # ansible_password: paramiko tries the keys first, then this, inside the protocol
+            kwargs["password"] = spec.password
         known = self.known_hosts.known(name)
-        usable = []
-        for entry in known:
-            try:
-                pkey = paramiko.PKey.from_type_string(entry.keytype, base64.b64decode(entry.key))
-            except Exception:  # a type paramiko cannot use (ssh-dss): not a usable record
-                continue
-            usable.append((_KEY_ORDER.get(entry.keytype, 9), entry.keytype, pkey))
         if known:
             # Like OpenSSH: negotiate only host key types on record, or a host with an ed25519
             # key on record and an RSA one too would look "changed" when paramiko picks RSA.
@@ -417,12 +504,12 @@ class SSHSession(_BaseSession):
                 config=_fabric_config().clone(),
                 connect_kwargs=kwargs,
             )
-        # fabric installs AutoAddPolicy: replace it, and give paramiko only this host's keys so
-        # it prefers their types and reports a mismatch itself (BadHostKeyException).
+        # fabric installs AutoAddPolicy: replace it. paramiko is given no host keys of its own, so
+        # every server key, after the key exchange and before authentication, goes to our
+        # store, which judges it as OpenSSH does: @revoked refused first, then any matching key
+        # on record accepted (paramiko keeps one key per type, so a second key of a type on
+        # record would hide the first and read as "changed").
         conn.client.set_missing_host_key_policy(VerifyingPolicy(self.known_hosts, self.accept_new))
-        host_keys = conn.client.get_host_keys()
-        for _, keytype, pkey in sorted(usable, key=lambda u: u[0]):
-            host_keys.add(name, keytype, pkey)
         self.connection = conn
         opened_at = time.monotonic()
         try:
@@ -437,7 +524,7 @@ class SSHSession(_BaseSession):
                 )
             ) from None
         except paramiko.AuthenticationException as exc:
-            raise ConnectError(
+            raise AuthenticationFailed(
                 f"{self.name}: authentication failed for user {self._login_user()} "
                 f"({type(exc).__name__}: {exc})"
             ) from None
@@ -559,7 +646,7 @@ class SSHSession(_BaseSession):
                 f"{str(exc) or type(exc).__name__})"
             ) from None
         self.round_trips += 1
-        out, err = _Capture(), _Capture()
+        out, err = _Capture(self.output_budget), _Capture(self.output_budget)
         try:
             chan.exec_command(wire)
             pending = memoryview(data or b"")
@@ -588,10 +675,14 @@ class SSHSession(_BaseSession):
                     if chan.exit_status_ready() or chan.closed:
                         break
                     if remaining <= 0 or not chan.status_event.wait(remaining):
-                        raise CommandTimeout(f"{self.name}: `{shown}` timed out after {timeout:g}s")
+                        raise CommandTimeout(
+                            f"{self.name}: `{shown}` timed out after {timeout:g}s", timeout
+                        )
                     continue
                 if remaining <= 0:
-                    raise CommandTimeout(f"{self.name}: `{shown}` timed out after {timeout:g}s")
+                    raise CommandTimeout(
+                        f"{self.name}: `{shown}` timed out after {timeout:g}s", timeout
+                    )
                 select.select([fd], [], [], min(remaining, 0.005 if pending else 1.0))
             # Data that arrived between the ready checks and the close is still buffered.
             while chan.recv_ready():
@@ -614,8 +705,13 @@ class SSHSession(_BaseSession):
                 ) from None
             raise
         finally:
-            chan.close()
-        return CommandResult(shown, code, out.text(), err.text(), time.monotonic() - start)
+            # Closing sends a message: on a dead link it raises (EOFError), which must not
+            # replace the TransportLost above or escape as an internal error.
+            with contextlib.suppress(Exception):
+                chan.close()
+        truncated = bool(out.dropped or err.dropped)
+        elapsed = time.monotonic() - start
+        return CommandResult(shown, code, out.text(), err.text(), elapsed, truncated)
 
     def close(self) -> None:
         """Close the connection and any jump connections; safe from another thread."""
@@ -681,7 +777,9 @@ class LocalSession(_BaseSession):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise CommandTimeout(f"{self.name}: `{shown}` timed out after {timeout:g}s") from None
+            raise CommandTimeout(
+                f"{self.name}: `{shown}` timed out after {timeout:g}s", timeout
+            ) from None
         code = proc.returncode if proc.returncode >= 0 else -1
         return CommandResult(shown, code, _decode(out), _decode(err), time.monotonic() - start)
 
@@ -692,17 +790,7 @@ class LocalSession(_BaseSession):
             super().put(data, path, mode, become=True)
             return
         self.round_trips += 1
-        directory = os.path.dirname(path) or "."
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        replace_file(path, data, mode)
 
 
 def open_session(
@@ -728,6 +816,7 @@ def open_session(
 
 
 __all__ = [
+    "AuthenticationFailed",
     "BecomeError",
     "CommandFailed",
     "CommandResult",

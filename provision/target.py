@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +29,10 @@ class ConnSpec:
     connection: str
     become: bool
     become_user: str
+    # Ansible's ansible_password / ansible_become_password: they travel only inside the SSH
+    # protocol (password auth) and on sudo's stdin, never on a command line; never in a repr.
+    password: str | None = field(default=None, repr=False)
+    become_password: str | None = field(default=None, repr=False)
 
 
 def _first(hostvars: dict, *keys: str) -> Any:
@@ -36,6 +40,29 @@ def _first(hostvars: dict, *keys: str) -> Any:
         value = hostvars.get(key)
         if value is not None and value != "":
             return value
+    return None
+
+
+PASSWORD_VARS = ("ansible_password", "ansible_ssh_pass", "ansible_ssh_password")
+BECOME_PASSWORD_VARS = ("ansible_become_password", "ansible_become_pass")
+
+
+def _secret(hostvars: dict, name: str, keys: tuple[str, ...]) -> str | None:
+    """A password variable as Ansible reads it (first of its names that is set). A template
+    (``{{ vault_pw }}``) is refused: inventory values are not rendered here (no vault), so it
+    would be sent as the literal text."""
+    for key in keys:
+        value = hostvars.get(key)
+        if value is None or value == "":
+            continue
+        text = str(value)
+        if "{{" in text or "{%" in text:
+            raise ConfigError(
+                f"host {name}: {key} is a template; provision does not render inventory "
+                "variables or read vaults: put the password itself there, or use "
+                "--become-password-file / -K for sudo and a key for SSH"
+            )
+        return text
     return None
 
 
@@ -147,6 +174,9 @@ def conn_spec(
     user: ansible_user > ``default_user`` (--user) > User > None; keys: ansible key file >
     ``default_key`` > IdentityFile; jump: ansible_ssh_common_args/extra_args > ProxyJump.
     ``ansible_become`` (a connection variable) beats ``become`` (the command line), as in Ansible.
+    ``ansible_password`` (or ``ansible_ssh_pass``) is the SSH login password and
+    ``ansible_become_password`` (or ``ansible_become_pass``) the sudo password; like any
+    connection variable they beat the command line (-K, --become-password-file).
     """
     connection = str(_first(hostvars, "ansible_connection") or "ssh").strip().lower()
     if connection in ("ssh", "paramiko", "smart"):
@@ -192,6 +222,8 @@ def conn_spec(
     if method is not None and str(method) != "sudo":
         raise ConfigError(f"host {name}: ansible_become_method={method} is not supported (sudo)")
     become_user = str(_first(hostvars, "ansible_become_user") or "root")
+    password = _secret(hostvars, name, PASSWORD_VARS) if connection == "ssh" else None
+    become_password = _secret(hostvars, name, BECOME_PASSWORD_VARS)
 
     return ConnSpec(
         name=name,
@@ -203,4 +235,6 @@ def conn_spec(
         connection=connection,
         become=become_flag,
         become_user=become_user,
+        password=password,
+        become_password=become_password,
     )

@@ -40,6 +40,7 @@ def nv_state(**overrides: Any) -> dict[str, Any]:
                 "device_id": "0x20b0",
                 "generation": "Ampere",
                 "open_supported": True,
+                "open_required": False,
             }
         ],
         "gpu_present": True,
@@ -59,6 +60,8 @@ def nv_state(**overrides: Any) -> dict[str, Any]:
         "secure_boot": "disabled",
         "mok_key": "",
         "mok_enrolled": False,
+        "dkms_version": "",
+        "open_required": False,
         "nvml_version": "",
         "nvml_error": "",
         "changed": False,
@@ -108,12 +111,15 @@ def plan(
     extra: dict[str, Any] | None = None,
     check: bool = False,
     after: dict[str, dict[str, Any]] | None = None,
+    policy: dict[str, str] | None = None,
 ) -> list[Planned]:
     """Every task that would run on the host (``when`` held), with rendered arguments.
 
     ``nv``/``dk`` are what the state modules report; ``after`` overrides that per registered
     name for the reads made after the changes (by default ``dk_runtime``, the verify play's
-    read, lists the nvidia runtime, as it would once the toolkit play has run)."""
+    read, lists the nvidia runtime, as it would once the toolkit play has run). ``policy``:
+    what ``apt-cache policy`` would give as each package's candidate (``apt_policy``); a package
+    not in it has no candidate."""
     book = load_playbook(str(PLAYBOOKS / playbook))
     nv = nv or nv_state()
     dk = dk or dk_state()
@@ -140,6 +146,19 @@ def plan(
             ):
                 if task.register:
                     runtime[task.register] = skipped
+                continue
+            if task.module == "apt_policy":
+                names = render(task.args, variables.child(task.vars), task.where)["name"]
+                if task.register:
+                    candidates = {n: (policy or {}).get(n, "") for n in names}
+                    runtime[task.register] = {
+                        "candidates": candidates,
+                        "installed": {n: "" for n in names},
+                        "changed": False,
+                        "failed": False,
+                        "skipped": False,
+                    }
+                out.append(Planned(play.name, task.name, task.module, {"name": names}))
                 continue
             if task.module in STATE_MODULES:
                 if task.register:

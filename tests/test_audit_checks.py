@@ -248,13 +248,82 @@ def test_required_images() -> None:
     assert len(cuda) == 1 and cuda[0].status is Status.FAIL and "12.8" in cuda[0].message
 
 
-def test_cuda_driver_table() -> None:
-    assert min_driver_for_cuda("12.6") == "560.28.03"
-    assert min_driver_for_cuda("12.8") == "560.28.03"  # latest table entry <= 12.8
-    assert min_driver_for_cuda("13.0") == "580.65.06"
-    assert min_driver_for_cuda("11.8") == "450"
-    assert cuda_from_driver("560.35.03") == "12.6"
+# NVIDIA's CUDA Toolkit release notes, Table 3 (Linux x86_64 GA drivers), as docs/audit.md cites
+TABLE_3 = {
+    "12.0": "525.60.13",
+    "12.1": "530.30.02",
+    "12.2": "535.54.03",
+    "12.3": "545.23.06",
+    "12.4": "550.54.14",
+    "12.5": "555.42.02",
+    "12.6": "560.28.03",
+    "12.8": "570.26",
+    "12.9": "575.51.03",
+    "13.0": "580.65.06",
+    "13.1": "590.44.01",
+    "13.2": "595.45.04",
+    "13.3": "610.43.02",
+}
+
+
+@pytest.mark.parametrize("cuda", sorted(TABLE_3))
+def test_cuda_driver_table(cuda: str) -> None:
+    assert min_driver_for_cuda(cuda) == TABLE_3[cuda]
+    assert cuda_from_driver(TABLE_3[cuda]) == cuda
+
+
+def test_cuda_table_gaps_and_minor_compatibility() -> None:
+    assert min_driver_for_cuda("12.4") == "550.54.14"  # was 530.30.02 (the 12.1 row)
+    assert cuda_from_driver("550.54.15") == "12.4"  # was 12.1
+    assert min_driver_for_cuda("12.7") == "560.28.03"  # no 12.7 release: the 12.6 row
+    assert min_driver_for_cuda("11.8") == "450.80.02"  # Table 2: any 11.x from 450.80.02
     assert cuda_from_driver("470.1") is None
+
+
+def test_cuda_hint_names_the_real_minimum() -> None:
+    f = facts_with("nvidia.cuda_version", "12.2")
+    (c,) = [
+        c
+        for c in run_checks(f, settings_for({"audit_required_cuda": "12.4"}))
+        if c.id == "cuda.required"
+    ]
+    assert c.status is Status.FAIL and "550.54.14" in c.remediation
+
+
+@pytest.mark.parametrize(
+    ("variables", "flags", "where"),
+    [
+        ({"audit_min_driver": 550.1}, {}, "hosts.ini:3"),  # INI read 550.100 as a float
+        ({"audit_min_driver": "abc"}, {}, "hosts.ini:3"),
+        ({"audit_required_cuda": "12.x"}, {}, "hosts.ini:3"),
+        ({}, {"audit_min_driver": "abc"}, "--min-driver"),
+        ({}, {"audit_required_cuda": "twelve"}, "--require-cuda"),
+    ],
+)
+def test_version_thresholds_refuse_junk(variables, flags, where) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_for(variables, flags, lambda name: "hosts.ini:3")
+    text = str(err.value)
+    assert text.startswith(where + ": ") and "\n" not in text
+    assert "quote the version" in text or "expected numbers and dots" in text
+
+
+def test_version_thresholds_stay_versions() -> None:
+    s = settings_for({"audit_min_driver": "550.100", "audit_required_cuda": "12.10"})
+    assert (s.min_driver, s.required_cuda) == ("550.100", "12.10")
+    # 550.100 > 550.54: a 550.54.15 host is below it (the float 550.1 graded it OK)
+    assert status_of(FACTS, "driver.min", s) is Status.FAIL
+    assert settings_for({"audit_min_driver": 555}).min_driver == "555"
+
+
+def test_xid_64_is_a_remap_recording_failure() -> None:
+    f = facts_with("nvidia.xids", {"64": 1})
+    (c,) = [c for c in run_checks(f, AuditSettings()) if c.id == "gpu.xid"]
+    assert c.status is Status.FAIL
+    assert "Xid 64 (row-remap recording failure)" in c.message
+    f = facts_with("nvidia.xids", {"63": 2})
+    (c,) = [c for c in run_checks(f, AuditSettings()) if c.id == "gpu.xid"]
+    assert c.status is Status.WARN
 
 
 def test_drift_against_majority() -> None:
@@ -286,3 +355,56 @@ def test_settings_unknown_variable_warns_and_bad_value_raises() -> None:
     assert settings_for({}, {"audit_expected_gpus": 4}).expected_gpus == 4
     with pytest.raises(ConfigError, match="audit_expected_gpus"):
         settings_for({"audit_expected_gpus": "many"})
+
+
+def test_next_boot_parsers() -> None:
+    from provision.audit import probe
+
+    status = (
+        "Package: nvidia-open-580\nStatus: hold ok installed\nVersion: 580.95.05-1\n\n"
+        "Package: libnvidia-compute-580\nStatus: install ok installed\nVersion: 580.95.05-1\n\n"
+        "Package: nvidia-old\nStatus: deinstall ok config-files\nVersion: 1\n\n"
+        "Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b2\n"
+    )
+    assert probe.parse_dpkg_status(status, ["nvidia-", "libnvidia-"]) == {
+        "nvidia-open-580": {"version": "580.95.05-1", "held": True},
+        "libnvidia-compute-580": {"version": "580.95.05-1", "held": False},
+    }
+    dump = (
+        'APT::Periodic::Unattended-Upgrade "1";\n'
+        'Unattended-Upgrade::Package-Blacklist "";\n'
+        'Unattended-Upgrade::Package-Blacklist:: "nvidia-";\n'
+        'Unattended-Upgrade::Package-Blacklist:: "libnvidia-";\n'
+    )
+    assert probe.parse_apt_config(dump) == {
+        "enabled": True,
+        "blacklist": ["nvidia-", "libnvidia-"],
+    }
+    assert probe.parse_apt_config('APT::Periodic::Unattended-Upgrade "0";\n')["enabled"] is False
+    dkms = (
+        "nvidia/580.95.05, 6.1.0-18-amd64, x86_64: installed\n"
+        "nvidia, 535.54.03, 5.15.0-76-generic, x86_64: installed (WARNING! Diff between built "
+        "and installed module!)\n"
+        "nvidia/580.95.05, 6.1.0-20-amd64, x86_64: built\n"
+    )
+    assert probe.parse_dkms_status(dkms) == {
+        "6.1.0-18-amd64": ["nvidia/580.95.05"],
+        "5.15.0-76-generic": ["nvidia/535.54.03"],
+    }
+    assert probe.kernel_flavour("6.1.0-18-cloud-amd64") == "cloud-amd64"
+    assert probe.kernel_flavour("5.15.0-105-generic") == "generic"
+    assert probe.kernel_flavour("6.18.44-fc-v1045") is None  # a custom kernel
+    assert probe.version_key("6.1.0-9-amd64") < probe.version_key("6.1.0-18-amd64")
+
+
+def test_next_boot_checks_only_on_hosts_with_a_driver() -> None:
+    f = copy.deepcopy(FACTS)
+    f["boot"] = {"packages": {}, "next_kernel": "6.1.0-18-amd64", "next_kernel_modules": []}
+    f["host"]["nvidia_module_loaded"] = False
+    assert not [c for c in run_checks(f, AuditSettings()) if c.id.startswith("boot.")]
+    f["host"]["nvidia_module_loaded"] = True
+    (nxt,) = [c for c in run_checks(f, AuditSettings()) if c.id == "boot.next_kernel"]
+    assert nxt.status is Status.WARN and "6.1.0-18-amd64" in nxt.message
+    f["boot"]["dkms"] = {"6.1.0-18-amd64": ["nvidia/580.95.05"]}
+    (nxt,) = [c for c in run_checks(f, AuditSettings()) if c.id == "boot.next_kernel"]
+    assert nxt.status is Status.OK

@@ -3,8 +3,6 @@ without python3 (a PATH holding only shell tools and a stand-in nvidia-smi that 
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,32 +11,14 @@ from provision.audit import fallback, gather
 from provision.audit.checks import GIB, Status
 from provision.audit.report import host_report, render
 from provision.audit.settings import settings_for
-from provision.ssh import LocalSession
-from provision.target import conn_spec
+from tests.standins.nvidia_smi_replay import host_without_python
 
 DATA = Path(__file__).parent / "data" / "nvidia-smi"
+REAL = Path(__file__).parent / "data" / "nvidia-smi-real"
 
 
 def read(name: str) -> str:
     return (DATA / name).read_text()
-
-
-def test_a6000_query_and_apps() -> None:
-    gpus = fallback.parse_gpu_csv(read("a6000x2.query.csv"))
-    assert [g["index"] for g in gpus] == [0, 1]
-    g0, g1 = gpus
-    assert g0["name"] == "NVIDIA RTX A6000"
-    assert g0["memory_total"] == 49140 * 1024 * 1024
-    assert g0["power_w"] == 276.45
-    assert g0["persistence_mode"] is True
-    assert g0["ecc_uncorrected_volatile"] == 0
-    assert g1["pcie_width_current"] == 8 and g1["pcie_width_max"] == 16
-    assert g1["clock_event_reasons"] == 1
-    apps = fallback.parse_apps_csv(read("a6000x2.apps.csv"))
-    assert [a["pid"] for a in apps] == [48213, 51022]
-    assert apps[0]["used_memory"] == 17920 * 1024 * 1024
-    header = fallback.parse_header(read("a6000x2.header.txt"))
-    assert header == {"driver": "550.54.15", "cuda": "12.4"}
 
 
 def test_h100_eight_gpus() -> None:
@@ -50,28 +30,21 @@ def test_h100_eight_gpus() -> None:
     assert len(fallback.parse_apps_csv(read("h100x8.apps.csv"))) == 4
 
 
-def test_not_available_values_are_none() -> None:
-    (gpu,) = fallback.parse_gpu_csv(read("geforce_na.query.csv"))
-    assert gpu["power_w"] is None
-    assert gpu["ecc_uncorrected_volatile"] is None
-    assert gpu["clock_event_reasons"] is None
-    assert gpu["persistence_mode"] is False
-    assert set(gpu["na"]) >= {"power.draw", "ecc.errors.uncorrected.volatile.total"}
-    (app,) = fallback.parse_apps_csv(read("geforce_na.apps.csv"))
-    assert app["used_memory"] is None
-
-
 @pytest.mark.parametrize(
     ("name", "rc", "expected"),
     [
-        ("mismatch.txt", 18, "mismatch"),
-        ("mismatch.txt", 0, "mismatch"),
-        ("nodriver.txt", 9, "no driver"),
-        ("a6000x2.query.csv", 0, None),
+        ("gputil55_mismatch_535.161.rc18.txt", 18, "mismatch"),
+        ("az-hop269_mismatch_465.19.01.txt", 0, "mismatch"),
+        ("nvidia-gpu-exporter65_nodriver.rc9.txt", 9, "no driver"),
+        ("nvidia-docker1163_no-libnvidia-ml.txt", 12, "no driver"),
+        ("dra-driver-nvidia-gpu1008_no-supported-gpus.rc255.txt", 255, "no devices"),
+        ("open-gpu-kernel-modules862_no-devices.txt", 6, "no devices"),
     ],
 )
 def test_smi_error_classification(name, rc, expected) -> None:
-    assert fallback.smi_error(read(name), rc) == expected
+    assert fallback.smi_error((REAL / "errors" / name).read_text(), rc) == expected
+    assert fallback.smi_error("", 124) == "timed out"
+    assert fallback.smi_error("index, name\n0, x\n", 0) is None
 
 
 def sections_for(prefix: str) -> dict:
@@ -86,7 +59,7 @@ def sections_for(prefix: str) -> dict:
             "Sat Aug 19 01:15:15 UTC 2023",
         ),
         "smi_query": (0, read(f"{prefix}.query.csv")),
-        "smi_header": (0, read(f"{prefix}.header.txt")),
+        "smi_table": (0, read(f"{prefix}.header.txt")),
         "smi_apps": (0, read(f"{prefix}.apps.csv")),
         "docker_info": (1, "Cannot connect to the Docker daemon"),
         "df": (
@@ -116,52 +89,34 @@ def test_facts_from_sections_grade_like_the_probe() -> None:
 
 
 def test_mismatch_output_gives_mismatch_state() -> None:
-    sections = sections_for("a6000x2")
-    sections["smi_query"] = (18, read("mismatch.txt"))
+    sections = sections_for("h100x8")
+    sections["smi_query"] = (
+        18,
+        (REAL / "errors" / "gputil55_mismatch_535.161.rc18.txt").read_text(),
+    )
     facts = fallback.facts_from_sections(sections, [])
     assert facts["nvidia"]["nvml"] == "mismatch"
     report = host_report("ws", "ok", facts, "", settings_for({}))
     assert report.status is Status.FAIL
 
 
-def _tool_dir(tmp_path: Path) -> Path:
-    """A PATH with the shell tools the fallback uses but no python3, plus stand-in nvidia-smi."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for tool in ("sh", "cat", "cut", "uname", "df", "timeout", "head", "test", "printf", "mkdir"):
-        real = shutil.which(tool)
-        if real:
-            os.symlink(real, bindir / tool)
-    smi = bindir / "nvidia-smi"
-    smi.write_text(
-        "#!/bin/sh\n# STAND-IN for nvidia-smi: replays outputs from tests/data/nvidia-smi\n"
-        f'case "$1" in\n'
-        f"  --query-gpu=*) cat {DATA}/a6000x2.query.csv;;\n"
-        f"  --query-compute-apps=*) cat {DATA}/a6000x2.apps.csv;;\n"
-        f"  *) cat {DATA}/a6000x2.header.txt;;\n"
-        "esac\n"
-    )
-    smi.chmod(0o755)
-    return bindir
-
-
 def test_host_without_python_end_to_end(tmp_path, monkeypatch) -> None:
-    """One round trip: the first command notices no python3 and runs the degraded script."""
-    monkeypatch.setenv("PATH", str(_tool_dir(tmp_path)))
-    spec = conn_spec("localhost", {"ansible_connection": "local"}, ssh_config_path="")
-    session = LocalSession(spec)
+    """One round trip: the first command notices no python3 and runs the degraded script
+    (nvidia-smi is the stand-in replaying a real H100 capture under load)."""
+    prefix = "linux-x86_64__nvidia-h100-80gb-hbm3__590.48.01.load"
+    session = host_without_python(tmp_path, monkeypatch, prefix)
     facts = gather.gather(session, settings_for({"audit_cache_dir": str(tmp_path / "c")}))
     assert session.round_trips == 1
     assert facts["probe"] == "nvidia-smi"
     assert facts["notes"] == [fallback.DEGRADED_NOTE]
     nv = facts["nvidia"]
-    assert nv["driver_version"] == "550.54.15" and nv["gpu_count"] == 2
-    assert nv["gpus"][0]["memory_used"] == 18432 * 1024 * 1024
+    assert nv["driver_version"] == "590.48.01" and nv["gpu_count"] == 1
+    assert nv["gpus"][0]["memory_used"] == 19818 * 1024 * 1024
     assert facts["disk"][0]["path"] == "/" and facts["disk"][0]["total"] > GIB
     report = host_report("localhost", "ok", facts, "", settings_for({}))
     (degraded,) = [c for c in report.checks if c.id == "audit.degraded"]
     assert degraded.message == "python3 missing: degraded audit via nvidia-smi"
-    table = render([report], details=True)
-    assert "audit.degraded" in table
-    assert "2x RTX A6000" in table
-    assert "0:48213" in table  # busy GPU 0 by pid: nvidia-smi does not say who
+    assert "audit.degraded" in render([report], details=True)
+    table = render([report])
+    assert "1x H100" in table
+    assert "0:11327" in table  # busy GPU 0 by pid: nvidia-smi does not say who

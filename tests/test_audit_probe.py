@@ -299,3 +299,67 @@ def test_cache_dir_with_shell_metacharacters(lib_dir, tmp_path, monkeypatch) -> 
     assert not marker.exists()
     _, sha = bundle.build()
     assert (weird / f"probe-{sha}.pyz").exists()
+
+
+# -- the states of issue 12 section 1 on the NVML path (the fallback's are in
+#    test_audit_real_captures.py, on the real nvidia-smi texts) ----------------------------
+
+
+def test_nvml_no_devices_with_the_driver_loaded_fails(pyz, lib_dir, tmp_path) -> None:
+    """NVML initialised (so the module is loaded) but sees no GPU: FAIL, not a CPU box."""
+    facts = scenario_facts(pyz, lib_dir, tmp_path, "no_gpu")
+    report = host_report("ws1", "ok", facts, "", AuditSettings())
+    (check,) = by_id(report, "gpu.present")
+    assert check.status is Status.FAIL and "no GPU visible" in check.message
+
+
+def test_nvml_mismatch_names_the_library_version(pyz, lib_dir, tmp_path) -> None:
+    facts = scenario_facts(pyz, lib_dir, tmp_path, "mismatch")
+    assert nvml.LIB_VERSION in facts["nvidia"]["library_versions"]
+    (check,) = by_id(host_report("ws1", "ok", facts, "", AuditSettings()), "driver.mismatch")
+    assert f"library {nvml.LIB_VERSION}" in check.message  # not "library ?"
+
+
+def test_nvml_corrupted_inforom_warns(pyz, lib_dir, tmp_path) -> None:
+    facts = scenario_facts(pyz, lib_dir, tmp_path, "inforom")
+    gpus = facts["nvidia"]["gpus"]
+    assert [g["inforom_corrupted"] for g in gpus] == [True, False]
+    report = host_report("ws1", "ok", facts, "", AuditSettings())
+    assert [(c.gpu_index, c.status) for c in by_id(report, "gpu.inforom")] == [(0, Status.WARN)]
+
+
+def test_nvml_mig_mode_is_reported(pyz, lib_dir, tmp_path) -> None:
+    facts = scenario_facts(pyz, lib_dir, tmp_path, "mig")
+    assert [g["mig_mode"] for g in facts["nvidia"]["gpus"]] == [True, False]
+    report = host_report("ws1", "ok", facts, "", AuditSettings())
+    assert [c.message for c in by_id(report, "gpu.mig")] == [
+        "GPU0: MIG mode on",
+        "GPU1: MIG mode off",
+    ]
+    assert gpus_cell(facts) == "1x RTX A6000 MIG, 1x RTX A6000"
+
+
+def test_hung_driver_costs_one_step_not_the_host(pyz, lib_dir, tmp_path) -> None:
+    """nvmlInit blocks (a hung driver): the probe's steps run concurrently, so the host, Docker
+    and disk facts still come back within the step cap, and the report names the hung step."""
+    from provision.audit import probe
+
+    path = nvml.write_scenario(str(tmp_path / "hung"), nvml.scenario("hung_driver"))
+    start, end, _ = gather.markers()
+    config = bundle.encode_config([], [], 1)
+    began = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, pyz, start, end, config],
+        env=nvml.env_for(lib_dir, path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    took = time.monotonic() - began
+    facts = gather.extract(proc.stdout, start, end)
+    assert took < 1 * probe.STEP_CAP + 2, took  # not 60 s
+    assert facts["errors"] == [f"nvidia: timed out after {probe.STEP_CAP:g}s"]
+    assert facts["host"]["kernel"] and facts["disk"][0]["total"] > 0
+    report = host_report("ws1", "ok", facts, "", AuditSettings())
+    (step,) = by_id(report, "audit.probe")
+    assert step.status is Status.UNKNOWN and "nvidia: timed out" in step.message

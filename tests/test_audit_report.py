@@ -10,11 +10,14 @@ import shutil
 
 import pytest
 
+from provision import __version__
 from provision.audit import assemble, audit_task, render
 from provision.audit.checks import GIB, Status
-from provision.audit.report import exit_code, host_report
+from provision.audit.report import AuditRun, exit_code, host_report
 from provision.audit.settings import AuditSettings, settings_for
+from provision.audit.table import ANSI, visible_len
 from provision.executor import HostOutcome, HostState, RunOptions, run_hosts
+from tests.audit_mixed import HOSTS, mixed_reports
 from tests.conftest import need
 from tests.lab.fixtures import *  # noqa: F403
 from tests.lab.sshd import JUNK_MARK
@@ -46,12 +49,13 @@ def fail_facts() -> dict:
         (["ok"], "warn", 0),
         (["ok", "warn"], "warn", 1),
         (["warn", "fail"], "warn", 2),
-        (["fail", "unreachable"], "warn", 3),
+        (["fail", "unreachable"], "warn", 4),
+        (["unknown", "unreachable"], "warn", 4),
         (["ok", "unknown"], "warn", 3),
         (["warn"], "fail", 0),
         (["warn", "fail"], "fail", 2),
         (["fail"], "unknown", 0),
-        (["unreachable"], "unknown", 3),
+        (["unreachable"], "unknown", 4),
         (["unreachable"], "never", 0),
     ],
 )
@@ -86,7 +90,7 @@ def test_json_document() -> None:
     assert doc["schema_version"] == 1
     assert doc["summary"]["hosts"] == 3
     assert doc["summary"]["by_status"]["UNREACHABLE"] == 1
-    assert doc["summary"]["exit_code"] == 3
+    assert doc["summary"]["exit_code"] == 4
     hosts = {h["host"]: h for h in doc["hosts"]}
     assert hosts["down"]["facts"] is None and hosts["down"]["reason"] == "connection refused"
     assert {c["id"] for c in hosts["bad|host"]["checks"]} >= {"nouveau", "disk:/"}
@@ -113,9 +117,85 @@ def test_table_fits_and_colour_only_when_asked() -> None:
     coloured = render(reports, colour=True)
     assert "\033[31mFAIL\033[0m" in coloured
     detailed = render(reports, details=True)
-    assert "== bad|host: FAIL" in detailed
+    assert "bad|host: FAIL" in detailed and "FAIL nouveau:" in detailed
     with pytest.raises(ValueError):
         render(reports, "yaml")
+
+
+def _flat(text: str) -> str:
+    return " ".join(ANSI.sub("", text).split())
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_table_fits_the_terminal_and_cuts_no_problem(width) -> None:
+    """At 80, 120 and 200 columns, with and without colour: no line is wider than the terminal,
+    colour moves nothing, and every problem's message and remediation is there in full."""
+    reports = mixed_reports()
+    plain = render(reports, width=width)
+    coloured = render(reports, width=width, colour=True)
+    assert "\033[" in coloured and "\033[" not in plain
+    assert ANSI.sub("", coloured) == plain  # colour never changes the layout
+    for text in (plain, coloured):
+        too_wide = [ln for ln in text.splitlines() if visible_len(ln) > width]
+        assert not too_wide, too_wide
+    flat = _flat(plain)
+    for r in reports:
+        assert r.host in plain.split()  # never cut: a whole word of the output
+        for c in r.checks:
+            if c.status in (Status.OK, Status.SKIP):
+                continue
+            assert _flat(c.message) in flat, c.message
+            assert _flat(c.remediation) in flat, c.remediation
+    assert "gpu.memory_errors[0]" in plain and "gpu.lost[1]" in plain
+    assert "(127.0.1.9:22)" in plain  # the unreachable host's reason, in full
+
+
+def test_table_lays_out_the_host_rows() -> None:
+    plain = render(mixed_reports(), width=200)
+    table = plain.split("\n\n")[0]  # the problems follow after a blank line
+    rows = {ln.split()[0]: ln for ln in table.splitlines() if ln.startswith("gpu-ws")}
+    assert rows[HOSTS[0]].split()[1:3] == ["OK", "550.54.15"]
+    assert "0:alice,bob" in rows[HOSTS[0]]  # BUSY: who holds which GPU
+    assert rows[HOSTS[4]].split()[1] == "UNREACH"
+    assert "left out" not in plain  # 200 columns hold every column
+    narrow = render(mixed_reports(), width=80)
+    assert "left out at 80 columns: BUSY" in narrow
+
+
+def test_details_lists_only_problems_and_all_every_check() -> None:
+    reports = mixed_reports()
+    details = render(reports, details=True, width=100)
+    assert not details.startswith("HOST")  # no table
+    assert "FAIL gpu.memory_errors[0]" in details
+    assert "OK nouveau" not in details and HOSTS[0] not in details  # a healthy host is quiet
+    every = render(reports, all_checks=True, width=100)
+    assert "OK nouveau:" in every and f"{HOSTS[0]} (127.0.2.1): OK" in every
+
+
+def test_gpus_view_lists_each_gpu_and_its_users() -> None:
+    text = render(mixed_reports(), gpus=True, width=100)
+    lines = text.splitlines()
+    assert lines[0].split() == ["HOST", "GPU", "MODEL", "TEMP", "UTIL", "MEM", "USERS"]
+    busy = next(ln for ln in lines if ln.startswith(HOSTS[0]) and ln.split()[1] == "0")
+    assert busy.split()[2:] == ["RTX", "A6000", "78C", "97%", "20/48G", "alice(18G)", "bob(2G)"]
+    lost = next(ln for ln in lines if ln.startswith(HOSTS[2]) and ln.split()[1] == "1")
+    assert "lost" in lost.split()
+    assert any(ln.startswith(HOSTS[4]) and "connection" in ln for ln in lines)
+    for width in (80, 120):
+        out = render(mixed_reports(), gpus=True, width=width, colour=True)
+        assert all(visible_len(ln) <= width for ln in out.splitlines())
+
+
+def test_json_names_the_run_and_each_host() -> None:
+    run = AuditRun(generated_at=1764633600.9, duration=3.14159, previous_at=1764547200)
+    doc = json.loads(render(mixed_reports(), "json", run=run))
+    assert doc["generated_at"] == "2025-12-02T00:00:00Z"
+    assert doc["previous_at"] == "2025-12-01T00:00:00Z"
+    assert doc["duration_s"] == 3.142
+    assert doc["provision_version"] == __version__
+    first = doc["hosts"][0]
+    assert first["address"] == "127.0.2.1" and first["groups"] == ["all", "vision"]
+    assert first["duration_s"] == 0.412  # rounded, not 0.41234
 
 
 def test_assemble_from_outcomes_adds_drift() -> None:
@@ -174,7 +254,7 @@ def test_audit_over_sshd_lab(sshd_lab_factory, tmp_path) -> None:
     assert junk.facts is not None
     assert any(c.id == "gpu.memory_errors" and c.status is Status.FAIL for c in junk.checks)
     assert reports["fault-closed"].status is Status.UNREACHABLE
-    assert exit_code(list(reports.values())) == 3
+    assert exit_code(list(reports.values())) == 4  # unreachable: the code of ping/run/apply
     # warm run: the cached probe answers in one round trip per host
     again = run_hosts(lab.specs(lab.ok_hosts[:2]), audit_task(settings), opts)
     assert {o.round_trips for o in again.values()} == {1}

@@ -30,8 +30,13 @@ from tests.lab.booted import (
 )
 from tests.lab.docker import import_busybox, install_docker, push, start_registry
 from tests.lab.standin_debs import (
+    DRIVER_DEB_VERSION,
     DRIVER_VERSION,
+    NEW_DRIVER,
+    PINNING_PACKAGE,
     STANDIN_GPU,
+    TOOLKIT_DEB_VERSION,
+    TOOLKIT_PACKAGES,
     StandinRepo,
     install_standin_mokutil,
     install_standin_snap_docker,
@@ -104,6 +109,17 @@ class Baseline:
         return {h["host"]: h for h in json.loads(proc.stdout)["hosts"]}
 
 
+def apt_history_installs(host: BootedHost) -> list[list[str]]:
+    """The packages each apt run installed, in order (/var/log/apt/history.log)."""
+    runs: list[list[str]] = []
+    for line in host.exec("cat /var/log/apt/history.log").stdout.splitlines():
+        if line.startswith("Install: "):
+            # "Install: a:amd64 (1.0-1), b:amd64 (2.0-1, automatic)"
+            body = re.sub(r"\([^)]*\)", "", line[len("Install: ") :])
+            runs.append([p.strip().split(":")[0] for p in body.split(",") if p.strip()])
+    return runs
+
+
 def daemon_json(host: BootedHost) -> dict:
     return json.loads(host.exec("cat /etc/docker/daemon.json").stdout)
 
@@ -155,6 +171,24 @@ def test_site_brings_fresh_hosts_to_the_baseline_and_a_second_run_changes_nothin
         runtimes = host.exec("docker info --format '{{json .Runtimes}}'").stdout
         assert "nvidia" in json.loads(runtimes)
         assert "nvidia-container-toolkit" in host.exec("apt-mark showhold").stdout.split()
+        # issue 11 items 1, 2: the driver stayed on 580 although nvidia-driver 590 is there
+        # (cuda-drivers-580/nvidia-open-580 Depend nvidia-driver (>= 580.65.06)), because the
+        # pinning package was installed in an apt run of its own, before the driver's
+        got = host.exec("dpkg-query -W -f '${Version}' nvidia-driver").stdout
+        assert got == DRIVER_DEB_VERSION, got
+        assert NEW_DRIVER.deb_version in host.exec("apt-cache policy nvidia-driver").stdout
+        runs = apt_history_installs(host)
+        pin_run = next(i for i, run in enumerate(runs) if PINNING_PACKAGE in run)
+        driver_run = next(i for i, run in enumerate(runs) if "nvidia-driver" in run)
+        assert pin_run < driver_run and runs[pin_run] == [PINNING_PACKAGE], runs
+        # item 12: all four toolkit packages at one version, held
+        versions = host.exec(
+            "dpkg-query -W -f '${Package} ${Version}\\n' " + " ".join(TOOLKIT_PACKAGES)
+        ).stdout.split("\n")
+        assert sorted(filter(None, versions)) == sorted(
+            f"{p} {TOOLKIT_DEB_VERSION}" for p in TOOLKIT_PACKAGES
+        )
+        assert set(TOOLKIT_PACKAGES) <= set(host.exec("apt-mark showhold").stdout.split())
 
     boots = {h.name: h.boot_id() for h in hosts}
     mtimes = {h.name: h.exec("stat -c %Y /etc/docker/daemon.json").stdout for h in hosts}

@@ -24,12 +24,11 @@ from provision.engine import (
     human_bytes,
     list_tasks,
     pull_totals,
-    recap_lines,
-    recap_table,
     retry_delays,
     run_playbook,
 )
 from provision.inventory import Inventory, load_inventory
+from provision.output.text import recap_lines, recap_total
 from provision.playbook import PlaybookError, load_playbook, parse_playbook
 
 
@@ -520,26 +519,15 @@ def test_pull_totals_and_recap_columns() -> None:
     assert pull_totals({"changed": True}) == (0, 0, 0.0)
     stats = {"gpu1": HostStats(ok=3, pulls=2, pulled_bytes=1_200_000_000, pull_seconds=42.25)}
     stats["cpu1"] = HostStats(ok=2)
-    lines = recap_table(stats).splitlines()
-    assert lines[0].split() == [
-        "host",
-        "ok",
-        "changed",
-        "failed",
-        "skipped",
-        "unreachable",
-        "ignored",
-        "pulled",
-        "pull",
-        "s",
-    ]
-    assert lines[2].split()[-3:] == ["1.2", "GB", "42.2"]
-    assert lines[3].split()[-2:] == ["-", "-"]
-    assert "pulled" not in recap_table({"cpu1": HostStats(ok=2)})
-    assert recap_lines(stats)[1] == (
+    lines = recap_lines(stats)  # the one recap: a host that pulled says how much and how long
+    assert lines[1] == (
         "gpu1                       : ok=3    changed=0    unreachable=0    failed=0    "
-        "skipped=0    rescued=0    ignored=0"
+        "skipped=0    rescued=0    ignored=0    pulled=1.2GB pull_s=42.2"
     )
+    assert lines[2].endswith("ignored=0") and "pulled" not in lines[2]
+    assert recap_total(stats, 12.34) == "2 hosts: 2 ok in 12.3 s"
+    stats["cpu1"].unreachable, stats["gpu2"] = 1, HostStats(changed=1, failed=1)
+    assert recap_total(stats, 1) == "3 hosts: 1 unreachable, 1 failed, 1 ok in 1.0 s"
 
 
 # -- round trips over real SSH ------------------------------------------------------------------

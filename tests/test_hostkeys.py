@@ -16,6 +16,8 @@ from provision.hostkeys import (
     UnknownHostKey,
     Verdict,
     append_known_host,
+    entry_matches,
+    hash_known_hosts,
     host_key_name,
     parse_known_hosts,
 )
@@ -102,11 +104,20 @@ def test_accept_new_records_then_a_different_key_is_changed(tmp_path: Path) -> N
     os.chmod(store.write_path, 0o644)
     store.check("newhost", "ssh-ed25519", KEY_A, accept_new=True)
     assert store.verify("newhost", "ssh-ed25519", KEY_A) is Verdict.OK
-    assert Path(store.write_path).read_text().endswith(f"newhost ssh-ed25519 {KEY_A}\n")
+    assert _recorded(Path(store.write_path).read_text().splitlines()[-1], "newhost") == KEY_A
     assert os.stat(store.write_path).st_mode & 0o777 == 0o644  # mode kept across the rename
     fresh = KnownHosts([store.write_path], include_user=False)
     with pytest.raises(ChangedHostKey, match="ssh-keygen -R"):
         fresh.check("newhost", "ssh-ed25519", KEY_B, accept_new=True)
+
+
+def _recorded(line: str, name: str) -> str:
+    """The key of one recorded line for ``name``, whose name is hashed exactly when OpenSSH's
+    HashKnownHosts says so (Debian's /etc/ssh/ssh_config: yes)."""
+    (entry,) = parse_known_hosts(line)
+    assert entry_matches(entry, name)
+    assert line.startswith("|1|") == hash_known_hosts(name)
+    return entry.key
 
 
 def _append_many(path: str, start: int) -> None:
@@ -162,8 +173,8 @@ def test_accept_new_records_key_like_openssh(
     opts = RunOptions(connect_timeout=5, accept_new_host_keys=True)
     outcome = run_hosts([host.spec()], _marker_task(str(marker)), opts)["lab02"]
     assert outcome.state is HostState.OK, outcome.reason
-    recorded = (tmp_path / ".ssh" / "known_hosts").read_text()
-    assert recorded == f"{host.key_name} {host.host_key}\n"
+    (recorded,) = (tmp_path / ".ssh" / "known_hosts").read_text().splitlines()
+    assert f"ssh-ed25519 {_recorded(recorded, host.key_name)}" == host.host_key
     # the recorded key is what OpenSSH itself accepts for this host
     need_binary("ssh", "openssh-client")
     check = subprocess.run(

@@ -32,7 +32,9 @@ from tests.lab.standin_debs import (
     GPU_NAME,
     LIBRARY_PACKAGE,
     MODULE_UNIT,
+    NEW_DRIVER,
     OLD_DRIVER,
+    PINNING_PACKAGE,
     STANDIN_GPU,
     TOOLKIT_DEB_VERSION,
     TOOLKIT_PACKAGES,
@@ -72,20 +74,32 @@ def _fields(deb: Path) -> dict[str, str]:
 
 def test_standin_packages_are_named_versioned_and_marked_like_nvidias(tmp_path: Path) -> None:
     need_binary("dpkg-deb", "dpkg")
-    debs = {_fields(d)["Package"]: (d, _fields(d)) for d in build_standin_debs(tmp_path)}
     headers = headers_package()
+    built = build_standin_debs(tmp_path)
+    debs = {(_fields(d)["Package"], _fields(d)["Version"]): (d, _fields(d)) for d in built}
     drivers = {*DRIVER_PACKAGES, LIBRARY_PACKAGE, *OLD_DRIVER.packages, OLD_DRIVER.library_package}
-    assert set(debs) == {*drivers, headers, *TOOLKIT_PACKAGES}
+    names = {*drivers, NEW_DRIVER.library_package, "nvidia-driver", PINNING_PACKAGE}
+    assert {n for n, _ in debs} == {*names, headers, *TOOLKIT_PACKAGES}
+    # NVIDIA's Debian repository: both 580 and 590 builds of nvidia-driver, the 580 metapackages
+    # depending on the floating nvidia-driver (>= 580.65.06) that 590 satisfies.
+    assert {v for n, v in debs if n == "nvidia-driver"} == {
+        DRIVER_DEB_VERSION,
+        NEW_DRIVER.deb_version,
+        OLD_DRIVER.deb_version,
+    }
+    debs_by_name = {n: d for (n, v), d in debs.items() if n != "nvidia-driver"}
     for name, (_, fields) in debs.items():
         assert fields["Description"].startswith("STAND-IN "), name
+    debs = debs_by_name
     for name in DRIVER_PACKAGES:
         assert debs[name][1]["Version"] == DRIVER_DEB_VERSION
-        assert debs[name][1]["Depends"] == f"{LIBRARY_PACKAGE} (= {DRIVER_DEB_VERSION})"
+        assert debs[name][1]["Depends"] == "nvidia-driver (>= 580.65.06)"
     for name in (LIBRARY_PACKAGE, OLD_DRIVER.library_package):  # one branch at a time
         assert debs[name][1]["Conflicts"] == debs[name][1]["Provides"] == "libnvidia-compute"
     toolkit = debs["nvidia-container-toolkit"][1]
     assert toolkit["Version"] == TOOLKIT_DEB_VERSION
-    assert toolkit["Depends"] == f"nvidia-container-toolkit-base (= {TOOLKIT_DEB_VERSION})"
+    assert toolkit["Depends"].startswith(f"nvidia-container-toolkit-base (= {TOOLKIT_DEB_VERSION})")
+    assert {debs[n][1]["Version"] for n in TOOLKIT_PACKAGES} == {TOOLKIT_DEB_VERSION}
     listing = subprocess.run(
         ["dpkg-deb", "--contents", str(debs[LIBRARY_PACKAGE][0])],
         capture_output=True,
@@ -147,6 +161,8 @@ def test_driver_from_the_flat_repo_loads_after_reboot(
 
 def test_upgrade_is_a_version_mismatch_until_the_reboot(gpu_host: BootedHost) -> None:
     h = gpu_host
+    # NVIDIA's way: the branch's pinning package first, alone; then the driver stays on 580.
+    h.exec(APT_INSTALL + PINNING_PACKAGE, timeout=300)
     h.exec(APT_INSTALL + DRIVER_PACKAGES[0], timeout=300)
     installed = h.exec("dpkg-query -W -f '${Package} ${Status}\\n' 'libnvidia-compute-*'").stdout
     assert installed.splitlines() == [f"{LIBRARY_PACKAGE} install ok installed"]

@@ -166,6 +166,45 @@ def test_apt_state_snippet_runs_for_real_on_this_debian_machine() -> None:
     assert st.candidates["dpkg"]  # apt-cache policy was read and parsed
 
 
+def test_apt_install_recommends_only_when_asked() -> None:
+    """Issue 11 item 4: the module can take a package's Recommends (off by default)."""
+    state = apt_state(candidates={"nvidia-driver": "535.309.01-0+deb12u1"})
+    off = commands(plan("apt", {"name": "nvidia-driver"}, state))
+    on = commands(plan("apt", {"name": "nvidia-driver", "install_recommends": True}, state))
+    assert off == [
+        f"{ENV} apt-get {OPTS.format(t=120)} install --no-install-recommends nvidia-driver"
+    ]
+    assert on == [f"{ENV} apt-get {OPTS.format(t=120)} install nvidia-driver"]
+
+
+def test_apt_policy_reads_candidates_with_the_preferences_in_force() -> None:
+    """apt_policy (read-only): what apt would install, e.g. a transitional branch package."""
+    recorded = (
+        "@@policy\nnvidia-headless-570-server-open:\n  Installed: (none)\n"
+        "  Candidate: 580.95.05-0ubuntu0.24.04.2\n  Version table:\nnvidia-driver:\n"
+        "  Installed: 580.95.05-1\n  Candidate: (none)\n"
+    )
+    p = plan("apt_policy", {"name": ["nvidia-headless-570-server-open", "nvidia-driver"]}, recorded)
+    assert not p.changed and p.steps == []
+    assert p.result["candidates"] == {
+        "nvidia-headless-570-server-open": "580.95.05-0ubuntu0.24.04.2",
+        "nvidia-driver": "",
+    }
+    assert p.result["installed"] == {
+        "nvidia-headless-570-server-open": "",
+        "nvidia-driver": "580.95.05-1",
+    }
+    # for real, on this Debian machine
+    m = MODULES["apt_policy"]
+    args = m.finalize({"name": ["dpkg"]})
+    done = subprocess.run(["sh", "-c", m.state_script(args, CTX)], capture_output=True, text=True)
+    real = m.plan(args, done.stdout, CTX).result
+    dpkg = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "dpkg"], capture_output=True, text=True
+    ).stdout
+    assert real["installed"] == {"dpkg": dpkg} and real["candidates"]["dpkg"]
+
+
 # -- reboot: spec tests --------------------------------------------------------------------------
 
 
@@ -301,6 +340,28 @@ def test_apt_waits_for_the_dpkg_lock_then_names_a_holder_that_stays(lab: Lab) ->
     try:
         stuck = lab.apply(host, "apt.yml", lock_timeout=2)
         assert stuck.exit_code == 2
+        msg = _task(stuck, "hello").msg
+        assert f"/var/lib/dpkg/lock-frontend is held by pid {pid} (python3 -c import fcntl" in msg
+    finally:
+        host.exec(f"kill {pid}", check=False)
+
+
+def test_apt_lock_wait_may_outlast_the_command_timeout(lab: Lab) -> None:
+    """apt waits for the dpkg lock longer than --command-timeout: the step has its own bound
+    (lock_timeout + 1800 s), so the holder is named instead of the host "timing out" (issue 13)."""
+    host = lab.hosts[0]
+    host.exec("DEBIAN_FRONTEND=noninteractive apt-get -y -q remove hello", check=False)
+    pid = _hold_lock(host, 60)
+    try:
+        inventory = write_inventory([host], lab.workdir / f"{host.name}-short.ini")
+        opts = ApplyOptions(
+            known_hosts=(str(lab.known_hosts),),
+            extra_vars={"lock_timeout": 6},
+            connect_timeout=5.0,
+            command_timeout=3.0,
+        )
+        stuck = run_playbook(load_inventory(str(inventory)), str(lab.workdir / "apt.yml"), opts)
+        assert stuck.exit_code == 2, stuck.host_reasons
         msg = _task(stuck, "hello").msg
         assert f"/var/lib/dpkg/lock-frontend is held by pid {pid} (python3 -c import fcntl" in msg
     finally:

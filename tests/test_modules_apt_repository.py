@@ -240,7 +240,7 @@ PLAY = """
       apt_repository:
         name: "{{ repo_name | default('provision-lab') }}"
         uris: "{{ repo_url }}"
-        suites: ./
+        suites: "{{ repo_suite | default('./') }}"
         key_url: "{{ key_url }}"
         key_fingerprint: "{{ fingerprint }}"
         update_cache: true
@@ -342,3 +342,102 @@ def test_repository_and_standin_package_install_then_nothing_changes(lab: Lab) -
     assert again.exit_code == 0, [r.msg for r in again.results]
     assert again.stats[h.name].changed == 0
     assert "are up to date" in _task(again, "repo").msg
+
+
+# -- sources the vendors' own instructions left (issue 11, item 11) ------------------------------
+
+CUDA_LIST = "deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] http://127.0.0.1:8080 /\n"
+
+
+def with_others(state: str, files: dict[str, str]) -> str:
+    lines = [state, "@@others"]
+    for path, text in files.items():
+        lines += [f"@@file {path}", text.rstrip("\n")]
+    return "\n".join(lines)
+
+
+def test_a_vendor_list_for_the_same_uri_is_moved_aside_before_ours_is_written(
+    keys: AptRepo,
+) -> None:
+    listed = "/etc/apt/sources.list.d/cuda-debian12-x86_64.list"
+    p = plan(args_for(keys, update_cache=True), with_others(repo_state(), {listed: CUDA_LIST}))
+    assert p.changes[0] == (
+        f"move {listed} aside (same repository, another Signed-By; kept as {listed}.DATE~)"
+    )
+    move = p.steps[0]
+    assert f'mv -- {listed} {listed}."$s~"' in move.script
+    assert [s.stdin is None for s in p.steps] == [True, False, False, True]  # then key, source
+    # a file that only mentions the host in a comment, or is disabled, is left alone
+    quiet = {
+        listed: "# deb http://127.0.0.1:8080 /\n",
+        "/x.sources": "URIs: http://127.0.0.1:8080/\nEnabled: no\n",
+    }
+    assert plan(args_for(keys), with_others(repo_state(), quiet)).changes[0].startswith("create")
+
+
+def test_a_file_mixing_our_uri_with_other_repositories_is_refused_with_its_line(
+    keys: AptRepo,
+) -> None:
+    mixed = "deb http://deb.debian.org/debian bookworm main\n" + CUDA_LIST
+    with pytest.raises(ModuleError, match=r"^/etc/apt/sources.list:2 also declares"):
+        plan(args_for(keys), with_others(repo_state(), {"/etc/apt/sources.list": mixed}))
+    deb822 = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n\n" + (
+        "Types: deb\nURIs: http://127.0.0.1:8080/\nSuites: /\nSigned-By: /k.gpg\n"
+    )
+    with pytest.raises(ModuleError, match=r"^/etc/apt/sources.list.d/both.sources:6 also"):
+        plan(
+            args_for(keys),
+            with_others(repo_state(), {"/etc/apt/sources.list.d/both.sources": deb822}),
+        )
+
+
+def test_vendor_list_files_and_keyrings_end_with_one_source_each_and_a_working_update(
+    lab: Lab,
+) -> None:
+    """A host prepared as NVIDIA's and Docker's pages leave it: their .list files and keyrings
+    (cuda-keyring's /usr/share/keyrings/cuda-archive-keyring.gpg, Docker's armored
+    /etc/apt/keyrings/docker.asc) for the same repositories the baseline adds."""
+    h = lab.repo.root / "repo"
+    for alias in ("cuda", "docker"):
+        if not (h / alias).exists():
+            (h / alias).symlink_to(".")
+    cuda_url, docker_url = f"{lab.repo.url}cuda/", f"{lab.repo.url}docker/"
+    armored = (h / "key.asc").read_text()
+    host = lab.host
+    host.exec(
+        "mkdir -p /etc/apt/keyrings /usr/share/keyrings && gpg --batch --yes --dearmor"
+        " -o /usr/share/keyrings/cuda-archive-keyring.gpg",
+        input=armored,
+    )
+    host.exec(
+        "cat > /etc/apt/keyrings/docker.asc && chmod a+r /etc/apt/keyrings/docker.asc",
+        input=armored,
+    )
+    host.exec(
+        "cat > /etc/apt/sources.list.d/cuda-debian12-x86_64.list",
+        input=f"deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] {cuda_url} /\n",
+    )
+    host.exec(
+        "cat > /etc/apt/sources.list.d/docker.list",
+        input=f"deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] {docker_url} ./\n",
+    )
+    assert host.exec("apt-get update -q", check=False, timeout=180).returncode == 0
+
+    # suites as the vendors' files have them: apt refuses two sources for one URI and suite
+    for name, url, suite in (("nvidia-cuda", cuda_url, "/"), ("docker", docker_url, "./")):
+        result = lab.apply(repo_name=name, repo_url=url, repo_suite=suite)
+        assert result.exit_code == 0, [r.msg for r in result.results]
+        assert any("aside" in c for c in _task(result, "repo").changes)
+        active = host.exec(
+            f"grep -lF {url} /etc/apt/sources.list /etc/apt/sources.list.d/*.list"
+            " /etc/apt/sources.list.d/*.sources 2>/dev/null || true"
+        ).stdout.split()
+        assert active == [f"/etc/apt/sources.list.d/{name}.sources"], active
+    update = host.exec("LANG=C apt-get update 2>&1", check=False, timeout=180)
+    assert update.returncode == 0 and "Conflicting" not in update.stdout, update.stdout
+    backups = host.exec("ls /etc/apt/sources.list.d/").stdout
+    assert "cuda-debian12-x86_64.list." in backups and "docker.list." in backups
+    host.exec(
+        "rm -f /etc/apt/sources.list.d/*~ /etc/apt/sources.list.d/nvidia-cuda.sources"
+        " /etc/apt/sources.list.d/docker.sources"
+    )

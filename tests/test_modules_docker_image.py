@@ -400,9 +400,11 @@ def test_state_snippet_runs_for_real_and_parses(tmp_path: Path) -> None:
     st, calls = read(state_script("lab/x:1", "", refresh=False, disk=True))
     assert st["found"] == "lab/x:1" and st["size"] == 42 and st["digests"] == ["lab/x@" + D1]
     assert len(calls) == 1 and calls[0].startswith("image inspect --format")
-    # Pinned digest: name@digest first, then the name (found there: a pull may follow).
+    # Pinned digest: name@digest first, then the pin tag of an image received over the LAN,
+    # then the name (found there: a pull may follow).
     st, calls = read(state_script("lab/x:1", D1, refresh=False, disk=True))
-    assert calls[0].endswith(f"lab/x:1@{D1}") and calls[1].endswith(" lab/x:1")
+    assert calls[0].endswith(f"lab/x:1@{D1}") and calls[2].endswith(" lab/x:1")
+    assert calls[1].endswith(" lab/x:sha256-" + "1" * 64)
     assert calls[-1] == f"manifest inspect -v lab/x:1@{D1}"
     # Missing: root dir, free space there, the registry's sizes.
     st, calls = read(state_script("lab/y:1", "", refresh=False, disk=True))

@@ -58,6 +58,8 @@ def test_finalize_fills_defaults_and_converts_types() -> None:
         "group": None,
         "mode": "640",
         "backup": True,
+        "force": True,
+        "validate": None,
     }
     assert MODULES["file"].finalize({"path": "/d", "mode": "0755"})["mode"] == "755"
     assert MODULES["file"].finalize({"path": "/d"})["state"] == "file"
@@ -68,7 +70,7 @@ def test_finalize_fills_defaults_and_converts_types() -> None:
     [
         (
             "file",
-            {"path": "/x", "state": "link"},
+            {"path": "/x", "state": "pipe"},
             "argument 'state' must be one of file, directory",
         ),
         ("file", {"path": "/x", "mode": "rwx"}, "argument 'mode': mode 'rwx' is not an octal"),

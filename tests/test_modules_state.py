@@ -155,7 +155,12 @@ def test_converged_h100_host() -> None:
     p = plan("nvidia_state", {}, H100_HOST)
     assert not p.changed and p.steps == []
     assert p.reason == "2 GPUs (Hopper), driver 580.95.05 loaded"
-    gpu = {"device_id": "0x2330", "generation": "Hopper", "open_supported": True}
+    gpu = {
+        "device_id": "0x2330",
+        "generation": "Hopper",
+        "open_supported": True,
+        "open_required": False,
+    }
     assert p.result == {
         "gpus": [{"slot": "0000:18:00.0", **gpu}, {"slot": "0000:2a:00.0", **gpu}],
         "gpu_present": True,
@@ -179,6 +184,8 @@ def test_converged_h100_host() -> None:
         "secure_boot": "not supported (BIOS)",
         "mok_key": "",
         "mok_enrolled": False,
+        "dkms_version": "",
+        "open_required": False,
         "nvml_version": "",
         "nvml_error": "",
         "reboot_needed": False,  # the reboot-required file alone is reported, not acted on
@@ -258,9 +265,15 @@ def test_mixed_and_legacy_gpus_choose_the_proprietary_modules() -> None:
             "device_id": "0x102d",
             "generation": "Kepler",
             "open_supported": False,
+            "open_required": False,
         }
     ]
     assert k80.reason == "1 GPU (Kepler)"
+    # Debian's layout (libnvidia-ml1: <multiarch>/nvidia/current/), Blackwell needs open modules
+    debian = "pci=0000:01:00.0 0x2b85 0x030000\nlib=libnvidia-ml.so.535.261.03\n"
+    r = plan("nvidia_state", {}, debian).result
+    assert r["open_required"] is True and r["gpus"][0]["generation"] == "Blackwell"
+    assert "/usr/lib/x86_64-linux-gnu/nvidia/current/libnvidia-ml.so.*" in nvidia_script(False)
 
 
 @pytest.mark.parametrize(
@@ -269,14 +282,14 @@ def test_mixed_and_legacy_gpus_choose_the_proprietary_modules() -> None:
         ("sb_state=SecureBoot enabled \nsb=1", "enabled", "", False),
         (
             "sb_state=SecureBoot enabled SecureBoot validation is disabled in shim \nsb=1\n"
-            "mok=/var/lib/dkms/mok.pub\nmok_test=/var/lib/dkms/mok.pub is already enrolled ",
+            "mok=/var/lib/dkms/mok.pub\t/var/lib/dkms/mok.pub is already enrolled ",
             "enabled",
             "/var/lib/dkms/mok.pub",
             True,
         ),
         (
-            "sb_state=SecureBoot enabled \nmok=/var/lib/shim-signed/mok/MOK.der\n"
-            "mok_test=/var/lib/shim-signed/mok/MOK.der is not enrolled ",
+            "sb_state=SecureBoot enabled \nmok=/var/lib/shim-signed/mok/MOK.der\t"
+            "/var/lib/shim-signed/mok/MOK.der is not enrolled ",
             "enabled",
             "/var/lib/shim-signed/mok/MOK.der",
             False,
@@ -293,8 +306,16 @@ def test_mixed_and_legacy_gpus_choose_the_proprietary_modules() -> None:
         # no mokutil: the facts' efivar logic
         ("sb=1", "enabled", "", False),
         ("sb=unknown", "unknown", "", False),
+        # Ubuntu: dkms's own key not enrolled, update-secureboot-policy's MOK.der enrolled
         (
-            "sb=bios\nmok=/var/lib/dkms/mok.pub",
+            "sb_state=SecureBoot enabled \nmok=/var/lib/dkms/mok.pub\tnot enrolled \n"
+            "mok=/var/lib/shim-signed/mok/MOK.der\tMOK.der is already enrolled ",
+            "enabled",
+            "/var/lib/shim-signed/mok/MOK.der",
+            True,
+        ),
+        (
+            "sb=bios\nmok=/var/lib/dkms/mok.pub\t",
             "not supported (BIOS)",
             "/var/lib/dkms/mok.pub",
             False,
@@ -618,6 +639,7 @@ def test_nvidia_state_on_a_real_host(lab: Lab) -> None:
                 "device_id": "0x2335",
                 "generation": "Hopper",
                 "open_supported": True,
+                "open_required": False,
             }
         ]
         assert r["recommended_flavour"] == "open" and r["open_supported"] is True

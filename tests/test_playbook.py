@@ -113,7 +113,7 @@ def test_missing_argument_stops_before_anything_runs() -> None:
         (
             "- hosts: all\n  tasks:\n    - name: bad arg\n      file: {path: /x, colour: red}\n",
             "pb.yml:3: task 'bad arg': module 'file': unknown argument 'colour' "
-            "(known: path, state, owner, group, mode)",
+            "(known: path, state, owner, group, mode, src, force, recurse)",
         ),
         (
             "- hosts: all\n  tasks:\n    - name: bad type\n      copy: {dest: /x, content: y, "
@@ -121,9 +121,9 @@ def test_missing_argument_stops_before_anything_runs() -> None:
             "pb.yml:3: task 'bad type': argument 'backup' must be a boolean, got 'sometimes'",
         ),
         (
-            "- hosts: all\n  tasks:\n    - name: choice\n      file: {path: /x, state: link}\n",
+            "- hosts: all\n  tasks:\n    - name: choice\n      file: {path: /x, state: pipe}\n",
             "pb.yml:3: task 'choice': argument 'state' must be one of file, directory, absent, "
-            "touch, got 'link'",
+            "touch, link, hard, got 'pipe'",
         ),
         (
             "- hosts: all\n  tasks:\n    - file: {path: /x}\n      register: 1bad\n",
@@ -267,7 +267,7 @@ LOCAL_PLAY = """
 
 
 def test_engine_loop_register_conditions_and_handlers(tmp_path: Path) -> None:
-    from provision.engine import recap_lines
+    from provision.output.text import recap_lines
 
     result = _run_local(tmp_path, LOCAL_PLAY)
     assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]

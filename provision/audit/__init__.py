@@ -14,23 +14,27 @@ audit_local(s), "", s)])``.
 
 from provision.audit.checks import CheckResult, Status, run_checks
 from provision.audit.gather import AuditError, audit_local, audit_task
+from provision.audit.output import render
 from provision.audit.report import (
+    AuditRun,
     HostReport,
     add_drift,
+    add_interrupted,
     assemble,
     exit_code,
     host_report,
-    render,
 )
 from provision.audit.settings import AuditSettings, settings_for
 
 __all__ = [
     "AuditError",
+    "AuditRun",
     "AuditSettings",
     "CheckResult",
     "HostReport",
     "Status",
     "add_drift",
+    "add_interrupted",
     "assemble",
     "audit_local",
     "audit_task",

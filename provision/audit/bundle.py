@@ -16,10 +16,11 @@ import importlib.util
 import io
 import json
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from provision.shell import join, quote
+from provision.shell import join, quote, verify_received
 
 NEED_MARKER = "PROVISION-PROBE-NEED-8c1f"
 NO_PYTHON_MARKER = "PROVISION-PROBE-NO-PYTHON-8c1f"
@@ -50,9 +51,14 @@ def build() -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-def encode_config(paths: list[str], images: list[str], timeout: float) -> str:
-    """The probe's argument: base64 JSON (one shell word, nothing to escape in it)."""
+def encode_config(
+    paths: list[str], images: list[str], timeout: float, packages: Sequence[str] = ()
+) -> str:
+    """The probe's argument: base64 JSON (one shell word, nothing to escape in it).
+    ``packages``: name prefixes of the driver and toolkit packages whose holds it reads."""
     doc = {"paths": list(paths), "images": list(images), "timeout": timeout}
+    if packages:
+        doc["packages"] = list(packages)
     return base64.b64encode(json.dumps(doc, sort_keys=True).encode()).decode()
 
 
@@ -76,24 +82,32 @@ def _python_check(fallback_script: str = "") -> str:
 def run_command(
     sha: str, args: list[str], cache_dir: str | None = None, fallback_script: str = ""
 ) -> str:
-    """Run the cached probe, or print :data:`NEED_MARKER` when this host lacks that version."""
+    """Run the cached probe, or print :data:`NEED_MARKER` when this host lacks that version or
+    its cached copy does not hash to ``sha`` (a cut upload, a damaged disk): never trusted, the
+    install then replaces it. One sha256sum of the ~0.3 MB file per audit."""
     d = _dir_expr(cache_dir)
     f = f"{d}/probe-{sha}.pyz"
     return (
         _python_check(fallback_script)
-        + f'if [ -f {f} ]; then exec "$PY" -S {f} {join(args)}; fi; echo {NEED_MARKER}'
+        + f"if [ -f {f} ] && printf '%s  %s\\n' {sha} {f} | sha256sum -c --status 2>/dev/null; "
+        + f'then exec "$PY" -S {f} {join(args)}; fi; echo {NEED_MARKER}'
     )
 
 
-def install_command(sha: str, args: list[str], cache_dir: str | None = None) -> str:
-    """Write the probe from stdin atomically (temp file + rename), then run it."""
+def install_command(sha: str, size: int, args: list[str], cache_dir: str | None = None) -> str:
+    """Write the probe from stdin to a temp file, rename it into the cache only once it has
+    ``size`` bytes and hashes to ``sha`` (a dropped connection leaves no cached copy and no
+    temp file), then run it."""
     d = _dir_expr(cache_dir)
-    f = f"{d}/probe-{sha}.pyz"
-    tmp = f"{d}/.probe-{sha}.$$.tmp"
     return (
         _python_check()
-        + f"umask 077; mkdir -p {d} && cat > {tmp} && mv -f {tmp} {f} "
-        + f'&& exec "$PY" -S {f} {join(args)}; rc=$?; rm -f {tmp}; exit $rc'
+        + f'd={d}; f="$d/probe-{sha}.pyz"; tmp="$d/.probe-{sha}.$$.tmp"; '
+        + """trap 'rm -f "$tmp"' EXIT; trap 'exit 1' HUP INT TERM PIPE; umask 077; """
+        + 'mkdir -p "$d" && cat > "$tmp" || exit 1; '
+        + verify_received('"$tmp"', size, sha, '"$f"')
+        + "; "
+        + 'mv -f "$tmp" "$f" || exit 1; trap - EXIT; '
+        + f'exec "$PY" -S "$f" {join(args)}'
     )
 
 

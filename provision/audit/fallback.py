@@ -20,22 +20,35 @@ from provision.shell import join, quote
 
 DEGRADED_NOTE = "python3 missing: degraded audit via nvidia-smi"
 
+# Asked for by name with a header row (``--format=csv,nounits``), so a field this driver refuses
+# can be dropped and the rest still map (see QUERY_SCRIPT). kmd_version replaces the deprecated
+# driver_version from R595; clocks_event_reasons replaced clocks_throttle_reasons (R535).
 GPU_FIELDS = (
     "index",
     "uuid",
     "name",
+    "pci.bus_id",
+    "kmd_version",
     "driver_version",
     "memory.total",
     "memory.used",
     "utilization.gpu",
+    "utilization.memory",
     "temperature.gpu",
     "power.draw",
     "persistence_mode",
     "pcie.link.width.current",
     "pcie.link.width.max",
+    "ecc.errors.uncorrected.volatile.total",
+    "retired_pages.pending",
+    "remapped_rows.pending",
+    "remapped_rows.failure",
+    "clocks_event_reasons.active",
+    "clocks_throttle_reasons.active",
+    "mig.mode.current",
 )
-EXTRA_FIELDS = ("ecc.errors.uncorrected.volatile.total", "clocks_throttle_reasons.active")
 APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_gpu_memory")
+APPS = ",".join(APP_FIELDS)
 NA_VALUES = {
     "",
     "n/a",
@@ -44,15 +57,49 @@ NA_VALUES = {
     "not supported",
     "[unknown error]",
     "[gpu is lost]",
+    "[requested functionality has been deprecated]",
+    "err!",
 }
 MIB = 1024 * 1024
+MAX_FIELD_RETRIES = len(GPU_FIELDS)  # each refused field costs one more call
+TIMED_OUT = 124  # timeout(1)'s exit status: the command hung and was killed
+
+# Drop each field nvidia-smi refuses ("Field "X" is not a valid field to query.", exit 2) and ask
+# again, so one field a driver removed never empties the report.
+QUERY_SCRIPT = """fields={fields}; n=0
+while :; do
+  out=$({to} nvidia-smi --query-gpu=$fields --format=csv,nounits 2>&1); rc=$?
+  bad=$(printf '%s\\n' "$out" |
+    sed -n 's/^Field "\\(.*\\)" is not a valid field to query.*/\\1/p' | head -n 1)
+  [ -n "$bad" ] && [ $n -lt {retries} ] || break
+  new=; for f in $(printf '%s' "$fields" | tr , ' '); do
+    [ "$f" = "$bad" ] || new="${{new:+$new,}}$f"; done
+  [ "$new" = "$fields" ] && break
+  fields=$new; n=$((n+1))
+done
+printf '%s\\n' "$out"; smi_rc=$rc; (exit $rc)"""
+
+# NVIDIA display controllers (class 0x03xxxx) on the PCI bus, from sysfs: a broken driver must
+# not make a GPU box look like a CPU box.
+PCI_SCRIPT = (
+    "for d in /sys/bus/pci/devices/*; do "
+    'v=$(cat "$d/vendor" 2>/dev/null); c=$(cat "$d/class" 2>/dev/null); '
+    'case "$v:$c" in 0x10de:0x03*) l=$(readlink "$d/driver" 2>/dev/null); '
+    'echo "${d##*/} $(cat "$d/device" 2>/dev/null) ${l##*/}";; esac; done'
+)
+
+
+def _smi(to: str, command: str) -> str:
+    """An nvidia-smi call that is skipped when the GPU query already hung (a hung driver)."""
+    return (
+        f'if [ "${{smi_rc:-0}}" = {TIMED_OUT} ]; then echo "skipped: nvidia-smi timed out"; '
+        f"(exit {TIMED_OUT}); else {to} {command} 2>&1; fi"
+    )
 
 
 def shell_script(token: str, paths: list[str], timeout: float) -> str:
     """POSIX sh that prints every section as ``<token> NAME`` ... ``<token>rc N``."""
     t = quote(f"{max(1, int(timeout))}")
-    full = ",".join(GPU_FIELDS + EXTRA_FIELDS)
-    base = ",".join(GPU_FIELDS)
     to = f"timeout {t}"
     all_paths = join(["/", *paths])
     sections = [
@@ -64,18 +111,19 @@ def shell_script(token: str, paths: list[str], timeout: float) -> str:
         ("reboot_required", "test -e /var/run/reboot-required && echo yes || echo no"),
         ("modules", "cut -d' ' -f1 /proc/modules"),
         ("nvidia_version", "cat /proc/driver/nvidia/version"),
+        ("pci", PCI_SCRIPT),
         (
             "smi_query",
-            f"out=$({to} nvidia-smi --query-gpu={full} --format=csv,noheader,nounits 2>&1); "
-            'rc=$?; case "$out" in *"not a valid field"*) '
-            f"{to} nvidia-smi --query-gpu={base} --format=csv,noheader,nounits 2>&1;; "
-            '*) printf "%s\\n" "$out"; (exit $rc);; esac',
+            QUERY_SCRIPT.format(
+                fields=quote(",".join(GPU_FIELDS)), to=to, retries=MAX_FIELD_RETRIES
+            ),
         ),
-        ("smi_header", f"{to} nvidia-smi 2>&1 | head -n 6"),
+        ("smi_table", _smi(to, "nvidia-smi")),
         (
             "smi_apps",
-            f"{to} nvidia-smi --query-compute-apps={','.join(APP_FIELDS)} "
-            "--format=csv,noheader,nounits 2>&1",
+            _smi(
+                to, f"nvidia-smi --query-compute-apps={','.join(APP_FIELDS)} --format=csv,nounits"
+            ),
         ),
         ("ntp", f"{to} timedatectl show -p NTPSynchronized --value"),
         ("docker_info", f"{to} docker info --format '{{{{json .}}}}'"),
@@ -116,92 +164,134 @@ def na(value: str | None) -> str | None:
     return None if v.lower() in NA_VALUES else v
 
 
-def _int(value: str | None) -> int | None:
-    v = na(value)
-    if v is None:
-        return None
-    try:
-        return int(float(v))
-    except ValueError:
-        return None
+_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?")
 
 
 def _float(value: str | None) -> float | None:
+    """The number at the start of a cell: "81559 MiB" (csv with units) and "81559" alike."""
     v = na(value)
-    try:
-        return None if v is None else float(v)
-    except ValueError:
-        return None
+    m = _NUMBER.match(v) if v is not None else None
+    return float(m.group(0)) if m else None
+
+
+def _int(value: str | None) -> int | None:
+    f = _float(value)
+    return None if f is None else int(f)
+
+
+def _yes_no(value: str | None, yes: str = "yes") -> bool | None:
+    v = na(value)
+    return None if v is None else v.lower() == yes
+
+
+# nvidia-smi's failure texts (tests/data/nvidia-smi-real/errors) -> the NVML path's states.
+# The exit codes are nvidia-smi(1)'s RETURN VALUE section; 124 is timeout(1)'s.
+SMI_ERRORS = (
+    ("driver/library version mismatch", 18, "mismatch"),
+    ("couldn't communicate with the nvidia driver", 9, "no driver"),
+    ("couldn't find libnvidia-ml.so", 12, "no driver"),
+    ("no supported gpus were found", None, "no devices"),
+    ("no devices were found", 6, "no devices"),
+    ("nvidia-smi: command not found", 127, "missing"),
+    ("nvidia-smi: not found", None, "missing"),
+)
 
 
 def smi_error(text: str, rc: int | None) -> str | None:
-    """Classify nvidia-smi's failure: "mismatch", "no driver", "missing" or None (it worked)."""
+    """Classify nvidia-smi's failure: "mismatch", "no driver", "no devices", "missing",
+    "timed out", "error" or None (it worked)."""
     low = text.lower()
-    if "driver/library version mismatch" in low or rc == 18:
-        return "mismatch"
-    if "couldn't communicate with the nvidia driver" in low or rc == 9:
-        return "no driver"
-    if rc == 127 or ("not found" in low and "nvidia-smi" in low):
-        return "missing"
-    if "no devices were found" in low:
-        return "no devices"
+    for phrase, code, state in SMI_ERRORS:
+        if phrase in low or (code is not None and rc == code):
+            return state
+    if rc == TIMED_OUT:
+        return "timed out"
     if rc not in (0, None):
         return "error"
     return None
 
 
-def parse_gpu_csv(text: str) -> list[dict[str, Any]]:
-    """``--query-gpu`` rows (our field order, noheader, nounits) -> GPU dicts like the probe's."""
-    gpus = []
+def library_version(text: str) -> str | None:
+    """The user-space NVML version nvidia-smi names in a mismatch ("NVML library version: X")."""
+    m = re.search(r"NVML library version:\s*([\d.]+)", text)
+    return m.group(1) if m else None
+
+
+def _clean_header(cell: str) -> str:
+    """ "memory.total [MiB]" -> "memory.total" (with or without nounits)."""
+    return re.sub(r"\s*\[[^\]]*\]\s*$", "", cell.strip())
+
+
+def csv_records(text: str, key: str) -> list[dict[str, str]]:
+    """Rows of nvidia-smi CSV with a header row (the first row naming ``key``); lines before
+    it (warnings, lost-GPU lines) and rows of another width are skipped."""
+    header: list[str] | None = None
+    out = []
     for row in csv.reader(io.StringIO(text), skipinitialspace=True):
-        if len(row) < len(GPU_FIELDS) or not row[0].strip().isdigit():
+        cells = [c.strip() for c in row]
+        if header is None:
+            if key in [_clean_header(c) for c in cells]:
+                header = [_clean_header(c) for c in cells]
             continue
-        f = dict(zip(GPU_FIELDS + EXTRA_FIELDS, [c.strip() for c in row], strict=False))
-        na_fields = [k for k, v in f.items() if na(v) is None]
-        total, used = _int(f["memory.total"]), _int(f["memory.used"])
-        persistence = na(f["persistence_mode"])
-        reasons = na(f.get("clocks_throttle_reasons.active"))
+        if len(cells) == len(header):
+            out.append(dict(zip(header, cells, strict=True)))
+    return out
+
+
+def parse_gpu_csv(text: str) -> list[dict[str, Any]]:
+    """``--query-gpu`` CSV with a header row -> GPU dicts like the probe's."""
+    gpus = []
+    for f in csv_records(text, "index"):
+        if not f["index"].isdigit():
+            continue
+        total, used = _int(f.get("memory.total")), _int(f.get("memory.used"))
+        reasons = na(f.get("clocks_event_reasons.active")) or na(
+            f.get("clocks_throttle_reasons.active")
+        )
         gpu: dict[str, Any] = {
             "index": int(f["index"]),
             "lost": False,
-            "name": na(f["name"]),
-            "uuid": na(f["uuid"]),
+            "name": na(f.get("name")),
+            "uuid": na(f.get("uuid")),
+            "pci_bus_id": na(f.get("pci.bus_id")),
             "memory_total": total * MIB if total is not None else None,
             "memory_used": used * MIB if used is not None else None,
-            "utilization_gpu": _int(f["utilization.gpu"]),
-            "utilization_memory": None,
-            "temperature_c": _int(f["temperature.gpu"]),
-            "power_w": _float(f["power.draw"]),
-            "persistence_mode": None if persistence is None else persistence.lower() == "enabled",
+            "utilization_gpu": _int(f.get("utilization.gpu")),
+            "utilization_memory": _int(f.get("utilization.memory")),
+            "temperature_c": _int(f.get("temperature.gpu")),
+            "power_w": _float(f.get("power.draw")),
+            "persistence_mode": _yes_no(f.get("persistence_mode"), "enabled"),
             "ecc_uncorrected_volatile": _int(f.get("ecc.errors.uncorrected.volatile.total")),
-            "remap_pending": None,
-            "remap_failure": None,
-            "retired_pages_pending": None,
-            "pcie_width_current": _int(f["pcie.link.width.current"]),
-            "pcie_width_max": _int(f["pcie.link.width.max"]),
+            "remap_pending": _yes_no(f.get("remapped_rows.pending")),
+            "remap_failure": _yes_no(f.get("remapped_rows.failure")),
+            "retired_pages_pending": _yes_no(f.get("retired_pages.pending")),
+            "pcie_width_current": _int(f.get("pcie.link.width.current")),
+            "pcie_width_max": _int(f.get("pcie.link.width.max")),
             "clock_event_reasons": int(reasons, 16)
-            if reasons and reasons.startswith("0x")
+            if reasons and reasons.lower().startswith("0x")
             else None,
+            "mig_mode": _yes_no(f.get("mig.mode.current"), "enabled"),
+            "inforom_corrupted": None,
             "processes": [],
-            "na": na_fields,
-            "driver_version": na(f["driver_version"]),
+            "na": [k for k, v in f.items() if na(v) is None],
+            "driver_version": na(f.get("kmd_version")) or na(f.get("driver_version")),
         }
         gpus.append(gpu)
     return gpus
 
 
 def parse_apps_csv(text: str) -> list[dict[str, Any]]:
-    """``--query-compute-apps`` rows -> [{gpu_uuid, pid, name, used_memory}]."""
+    """``--query-compute-apps`` CSV with a header row -> [{gpu_uuid, pid, name, used_memory}]."""
     apps = []
-    for row in csv.reader(io.StringIO(text), skipinitialspace=True):
-        if len(row) < len(APP_FIELDS) or not row[1].strip().isdigit():
+    for row in csv_records(text, "pid"):
+        if not row["pid"].isdigit():
             continue
-        used = _int(row[3])
+        used = _int(row.get("used_gpu_memory"))
         apps.append(
             {
-                "gpu_uuid": row[0].strip(),
-                "pid": int(row[1]),
-                "name": na(row[2]),
+                "gpu_uuid": row.get("gpu_uuid"),
+                "pid": int(row["pid"]),
+                "name": na(row.get("process_name")),
                 "user": None,
                 "used_memory": used * MIB if used is not None else None,
             }
@@ -209,11 +299,104 @@ def parse_apps_csv(text: str) -> list[dict[str, Any]]:
     return apps
 
 
+# A process row of the default table: GPU, (GI, CI,) PID, type (C, G, C+G, M, M+C), name, memory.
+_PROC_ROW = re.compile(
+    r"^\|\s+(\d+)\s+(?:\S+\s+\S+\s+)?(\d+)\s+(C\+G|M\+C|C|G|M)\s+(.*?)\s+(\d+MiB|N/A)\s*\|$"
+)
+
+
+def parse_table_processes(text: str) -> list[dict[str, Any]]:
+    """The Processes section of the default ``nvidia-smi`` table, with each process's type."""
+    out = []
+    in_procs = False
+    for line in text.splitlines():
+        if "Processes:" in line:
+            in_procs = True
+            continue
+        m = _PROC_ROW.match(line.strip()) if in_procs else None
+        if m:
+            used = _int(m.group(5))
+            out.append(
+                {
+                    "gpu_index": int(m.group(1)),
+                    "pid": int(m.group(2)),
+                    "type": m.group(3),
+                    "name": m.group(4) or None,
+                    "used_memory": used * MIB if used is not None else None,
+                }
+            )
+    return out
+
+
 def parse_header(text: str) -> dict[str, str | None]:
-    """Driver and CUDA version from the plain ``nvidia-smi`` banner."""
-    drv = re.search(r"Driver Version:\s*([\d.]+)", text)
-    cuda = re.search(r"CUDA Version:\s*([\d.]+)", text)
+    """Driver and CUDA version from the ``nvidia-smi`` banner: ``Driver Version:``/``CUDA
+    Version:`` up to R595, ``KMD Version:``/``CUDA UMD Version:`` from R610; N/A or ERR! -> None."""
+    drv = re.search(r"(?:Driver|KMD) Version:\s*([\d.]+)", text)
+    cuda = re.search(r"CUDA (?:UMD )?Version:\s*([\d.]+)", text)
     return {"driver": drv.group(1) if drv else None, "cuda": cuda.group(1) if cuda else None}
+
+
+# "Unable to determine the device handle for GPU 0000:0B:00.0: Unknown Error", also spelled
+# "GPU0000:07:00.0" and "GPU1: 0000:34:00.0"; and "... GPU is lost. Reboot the system ...".
+_HANDLE_ERROR = re.compile(
+    r"Unable to determine the device handle for GPU\s*(?:(\d+):\s*)?"
+    r"([0-9A-Fa-f]+:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*:\s*(.*)"
+)
+_INFOROM = re.compile(
+    r"infoROM is corrupted at gpu\s+([0-9A-Fa-f]+:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])"
+)
+
+
+def bus_id(text: str | None) -> str | None:
+    """A PCI address in one spelling: nvidia-smi's "00000000:0B:00.0" and sysfs's
+    "0000:0b:00.0" both become "0000:0b:00.0"."""
+    if not text:
+        return None
+    m = re.match(r"^([0-9A-Fa-f]+):([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})\.([0-7])$", text.strip())
+    if not m:
+        return text.strip().lower()
+    return f"{int(m.group(1), 16):04x}:{m.group(2)}:{m.group(3)}.{m.group(4)}".lower()
+
+
+def lost_gpus(text: str) -> list[dict[str, Any]]:
+    """Lost-GPU entries for every GPU nvidia-smi could not get a handle for."""
+    out: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        m = _HANDLE_ERROR.search(line)
+        if m:
+            addr = bus_id(m.group(2)) or m.group(2)
+            out.setdefault(
+                addr,
+                {
+                    "index": int(m.group(1)) if m.group(1) else None,
+                    "lost": True,
+                    "pci_bus_id": addr,
+                    "error": "nvidia-smi: " + line.strip(),
+                    "na": [],
+                },
+            )
+    return list(out.values())
+
+
+def inforom_warnings(text: str) -> list[str]:
+    """PCI addresses of the GPUs nvidia-smi warns have a corrupted infoROM (exit 14)."""
+    return sorted({bus_id(m.group(1)) or m.group(1) for m in _INFOROM.finditer(text)})
+
+
+def parse_pci(text: str) -> list[dict[str, str | None]]:
+    """The ``pci`` section (address, device id, bound driver) -> the probe's pci_gpus shape."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].startswith("0x"):
+            out.append(
+                {
+                    "address": parts[0],
+                    "device": parts[1],
+                    "driver": parts[2] if len(parts) > 2 else None,
+                }
+            )
+    return out
 
 
 def _disk(sections: dict[str, tuple[int | None, str]], paths: list[str]) -> list[dict[str, Any]]:
@@ -238,6 +421,88 @@ def _disk(sections: dict[str, tuple[int | None, str]], paths: list[str]) -> list
             )
         out.append(entry)
     return out
+
+
+def _processes(gpu: dict[str, Any], apps: list[dict[str, Any]] | None, table: list) -> list:
+    """Compute processes of one GPU: ``--query-compute-apps`` rows, else the table's; a
+    graphics-only process (type G, e.g. a desktop compositor) does not make a GPU busy."""
+    kinds = {p["pid"]: p["type"] for p in table if p["gpu_index"] == gpu["index"]}
+    if apps is None:
+        mine = [
+            {"pid": p["pid"], "name": p["name"], "user": None, "used_memory": p["used_memory"]}
+            for p in table
+            if p["gpu_index"] == gpu["index"]
+        ]
+    else:
+        mine = [a for a in apps if a["gpu_uuid"] == gpu["uuid"]]
+    return [p for p in mine if kinds.get(p["pid"]) != "G"]
+
+
+def nvidia_from_sections(sections: dict[str, tuple[int | None, str]]) -> dict[str, Any]:
+    """The probe's ``nvidia`` facts from the nvidia-smi sections (pure). Rows are read whatever
+    nvidia-smi's exit code (exit 14, a corrupted infoROM, still prints every GPU)."""
+
+    def text(name: str) -> str:
+        return sections.get(name, (None, ""))[1]
+
+    proc_version = text("nvidia_version")
+    m = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)", proc_version)
+    kmod = m.group(1) if m else None
+    query, qrc = text("smi_query"), sections.get("smi_query", (None, ""))[0]
+    table = text("smi_table")
+    header = parse_header(table)
+    gpus = parse_gpu_csv(query)
+    seen = {bus_id(g["pci_bus_id"]) for g in gpus} | {g["index"] for g in gpus}
+    lost = [
+        g
+        for g in lost_gpus(query + "\n" + table)
+        if g["pci_bus_id"] not in seen and g["index"] not in seen
+    ]
+    broken = set(inforom_warnings(query + "\n" + table))
+    for gpu in gpus:
+        if broken:
+            gpu["inforom_corrupted"] = bus_id(gpu["pci_bus_id"]) in broken
+    apps_text = text("smi_apps")
+    apps = parse_apps_csv(apps_text) if "pid" in apps_text else None
+    procs = parse_table_processes(table)
+    for gpu in gpus:
+        gpu["processes"] = _processes(gpu, apps, procs)
+    nvidia: dict[str, Any] = {
+        "pci_gpus": parse_pci(text("pci")) if "pci" in sections else None,
+        "kernel_module_version": kmod,
+        "module_flavour": None
+        if not proc_version.strip()
+        else ("open" if "Open Kernel Module" in proc_version else "proprietary"),
+        "library_versions": [],
+        "nvml": "ok",
+        "nvml_error": None,
+        "driver_version": header["driver"]
+        or next((g["driver_version"] for g in gpus if g["driver_version"]), None),
+        "nvml_version": None,
+        "cuda_driver_version": None,
+        "cuda_version": header["cuda"],
+        "gpu_count": len(gpus) + len(lost),
+        "gpus": sorted(gpus + lost, key=lambda g: (g["index"] is None, g["index"] or 0)),
+        "mismatch": None,
+        "inforom_warnings": sorted(broken),
+    }
+    state = None if gpus or lost else smi_error(query, qrc)
+    if state is not None:
+        nvidia["nvml"] = {"missing": "no driver"}.get(state, state)
+        first = (query.strip().splitlines() or ["no output"])[0]
+        nvidia["nvml_error"] = "nvidia-smi: " + (
+            f"timed out (killed after the probe's step timeout): {first}"
+            if state == "timed out"
+            else first
+        )
+        nvidia["gpu_count"] = 0 if state == "no devices" else None
+        if state == "mismatch":
+            nvidia["mismatch"] = True
+            lib = library_version(query)
+            nvidia["library_versions"] = [lib] if lib else []
+    elif kmod and nvidia["driver_version"]:
+        nvidia["mismatch"] = kmod != nvidia["driver_version"]
+    return nvidia
 
 
 def facts_from_sections(
@@ -275,43 +540,7 @@ def facts_from_sections(
         "ntp_synced": {"yes": True, "no": False}.get(ntp),
         "ntp_reason": None if ntp in ("yes", "no") else "timedatectl gave no answer",
     }
-    proc_version = text("nvidia_version")
-    m = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)", proc_version)
-    kmod = m.group(1) if m else None
-    query, qrc = text("smi_query"), code("smi_query")
-    state = smi_error(query, qrc)
-    header = parse_header(text("smi_header"))
-    nvidia: dict[str, Any] = {
-        "pci_gpus": None,
-        "kernel_module_version": kmod,
-        "module_flavour": None
-        if not proc_version.strip()
-        else ("open" if "Open Kernel Module" in proc_version else "proprietary"),
-        "library_versions": [],
-        "nvml": "ok",
-        "nvml_error": None,
-        "driver_version": None,
-        "nvml_version": None,
-        "cuda_driver_version": None,
-        "cuda_version": header["cuda"],
-        "gpu_count": None,
-        "gpus": [],
-        "mismatch": None,
-    }
-    if state in ("mismatch", "no driver", "missing", "error"):
-        nvidia["nvml"] = {"missing": "no driver"}.get(state, state)
-        nvidia["nvml_error"] = "nvidia-smi: " + (query.strip().splitlines() or ["no output"])[0]
-        nvidia["mismatch"] = True if state == "mismatch" else None
-    else:
-        gpus = parse_gpu_csv(query)
-        apps = parse_apps_csv(text("smi_apps"))
-        for gpu in gpus:
-            gpu["processes"] = [a for a in apps if a["gpu_uuid"] == gpu["uuid"]]
-        nvidia["gpus"] = gpus
-        nvidia["gpu_count"] = len(gpus)
-        nvidia["driver_version"] = header["driver"] or (gpus[0]["driver_version"] if gpus else None)
-        if kmod and nvidia["driver_version"]:
-            nvidia["mismatch"] = kmod != nvidia["driver_version"]
+    nvidia = nvidia_from_sections(sections)
     docker = empty_docker_facts(code("docker_info") != 127)
     raw = text("docker_info")
     start = raw.find("{")

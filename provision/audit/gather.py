@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from provision.audit import bundle, fallback, probe
 from provision.audit.settings import AuditSettings
 from provision.errors import ProvisionError
-from provision.ssh import Session
+from provision.modules.nvidia_state import DRIVER_PREFIXES
+from provision.ssh import CommandResult, CommandTimeout, Session
 
 MAX_OUTPUT = 16 * 1024 * 1024  # a probe document is a few KiB; more is garbage
+# Beyond the probe's own steps: starting Python, unpacking pynvml, an upload on a cold host.
+BUDGET_SLACK = 5.0
+
+
+def host_budget(settings: AuditSettings) -> float:
+    """Seconds one host's audit may take in all. The probe runs its slow steps concurrently,
+    each within STEP_CAP step timeouts, so a host that takes longer is hung, not slow: it is
+    reported "timed out" with the step it was in instead of holding the whole report."""
+    return probe.STEP_CAP * settings.probe_timeout + BUDGET_SLACK
 
 
 class AuditError(ProvisionError):
@@ -60,15 +71,30 @@ def _settings(chosen: AuditSettings | Mapping[str, AuditSettings], name: str) ->
 def gather(
     session: Session, settings: AuditSettings, timeout: float | None = None
 ) -> dict[str, Any]:
-    """Audit one host over an open session; returns the facts document."""
+    """Audit one host over an open session within ``timeout`` (default: its budget)."""
+    budget = host_budget(settings) if timeout is None else timeout
+    deadline = time.monotonic() + budget
+
+    def run(command: str, step: str, stdin: bytes | None = None) -> CommandResult:
+        try:
+            return session.run(command, stdin=stdin, timeout=max(1.0, deadline - time.monotonic()))
+        except CommandTimeout:
+            raise CommandTimeout(f"audit budget of {budget:g}s spent in step: {step}") from None
+
     data, sha = bundle.build()
     start, end, token = markers()
     config = bundle.encode_config(
-        list(settings.disk_paths), list(settings.required_images), settings.probe_timeout
+        list(settings.disk_paths),
+        list(settings.required_images),
+        settings.probe_timeout,
+        DRIVER_PREFIXES,  # the driver and container toolkit packages whose holds matter
     )
     args = [start, end, config]
     script = fallback.shell_script(token, list(settings.disk_paths), settings.probe_timeout)
-    first = session.run(bundle.run_command(sha, args, settings.cache_dir, script), timeout=timeout)
+    first = run(
+        bundle.run_command(sha, args, settings.cache_dir, script),
+        "probe run (python3 check, cached probe or nvidia-smi fallback)",
+    )
     out = first.stdout
     if bundle.NO_PYTHON_MARKER in out and start not in out:
         if len(out) > MAX_OUTPUT:
@@ -78,8 +104,10 @@ def gather(
             raise AuditError("no python3 and the nvidia-smi fallback printed nothing usable")
         return fallback.facts_from_sections(sections, list(settings.disk_paths))
     if bundle.NEED_MARKER in out and start not in out:
-        second = session.run(
-            bundle.install_command(sha, args, settings.cache_dir), stdin=data, timeout=timeout
+        second = run(
+            bundle.install_command(sha, len(data), args, settings.cache_dir),
+            "probe upload and first run",
+            stdin=data,
         )
         if start not in second.stdout:
             err = " ".join(second.stderr.strip().split())[-200:]
@@ -112,5 +140,6 @@ def audit_local(settings: AuditSettings) -> dict[str, Any]:
             "paths": list(settings.disk_paths),
             "images": list(settings.required_images),
             "timeout": settings.probe_timeout,
+            "packages": list(DRIVER_PREFIXES),
         }
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import functools
 import glob
 import json
 import os
@@ -37,6 +38,7 @@ NVML_NO_PERMISSION = 4
 NVML_DRIVER_NOT_LOADED = 9
 NVML_LIBRARY_NOT_FOUND = 12
 NVML_FUNCTION_NOT_FOUND = 13
+NVML_CORRUPTED_INFOROM = 14
 NVML_GPU_IS_LOST = 15
 NVML_LIB_RM_VERSION_MISMATCH = 18
 NA_CODES = (NVML_NOT_SUPPORTED, NVML_FUNCTION_NOT_FOUND, NVML_NO_PERMISSION)
@@ -95,20 +97,44 @@ def run_cmd(argv: list[str], timeout: float) -> dict[str, Any]:
 
 def with_timeout(fn: Callable[[], Any], timeout: float) -> tuple[Any, str | None]:
     """Call ``fn`` in a daemon thread: a syscall stuck on a dead mount cannot be interrupted."""
-    box: dict[str, Any] = {}
+    return concurrently([("", fn)], timeout)[""]
 
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except Exception as exc:
-            box["error"] = f"{type(exc).__name__}: {exc}"
 
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        return None, f"timed out after {timeout:g}s"
-    return box.get("value"), box.get("error")
+# The probe's steps run concurrently and all end within this many step timeouts: a step is a
+# command or two, each limited to the step timeout, and one that takes longer is hung.
+STEP_CAP = 1.5
+
+
+def concurrently(
+    steps: list[tuple[str, Callable[[], Any]]], timeout: float
+) -> dict[str, tuple[Any, str | None]]:
+    """Run every step in its own daemon thread and wait ``timeout`` seconds for them all:
+    {name: (value, None) or (None, reason)}. The slow steps of a host (the kernel log, Docker,
+    a hung driver) then cost the slowest of them, not their sum."""
+    boxes: dict[str, dict[str, Any]] = {}
+    threads = []
+    for name, fn in steps:
+        box: dict[str, Any] = {}
+
+        def target(box: dict[str, Any] = box, fn: Callable[[], Any] = fn) -> None:
+            try:
+                box["value"] = fn()
+            except Exception as exc:
+                box["error"] = f"{type(exc).__name__}: {exc}"
+
+        thread = threading.Thread(target=target, name=f"probe-{name}", daemon=True)
+        thread.start()
+        boxes[name] = box
+        threads.append((name, thread))
+    end = time.monotonic() + timeout
+    out: dict[str, tuple[Any, str | None]] = {}
+    for name, thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+        if thread.is_alive():
+            out[name] = (None, f"timed out after {timeout:g}s")
+        else:
+            out[name] = (boxes[name].get("value"), boxes[name].get("error"))
+    return out
 
 
 # -- host ----------------------------------------------------------------------------------------
@@ -199,7 +225,7 @@ def clock_synced() -> tuple[bool | None, str | None]:
 # -- NVIDIA --------------------------------------------------------------------------------------
 
 
-def pci_gpus() -> list[dict[str, str]]:
+def pci_gpus() -> list[dict[str, str | None]]:
     """NVIDIA display/3D controllers on the PCI bus, from sysfs (no lspci needed)."""
     found = []
     for dev in sorted(glob.glob("/sys/bus/pci/devices/*")):
@@ -333,6 +359,10 @@ def gpu_facts(nv: Any, index: int) -> dict[str, Any]:
         if why is not None:
             gpu["na"].append("clock_event_reasons")
         gpu["clock_event_reasons"] = reasons
+        _, why = nvml_call(nv, "nvmlDeviceValidateInforom", handle)
+        gpu["inforom_corrupted"] = inforom_corrupted(why)
+        mig = get("mig_mode", "nvmlDeviceGetMigMode")
+        gpu["mig_mode"] = bool(mig[0]) if mig is not None else None
         procs = get("processes", "nvmlDeviceGetComputeRunningProcesses")
         if procs is None:
             gpu["processes"] = None
@@ -351,6 +381,21 @@ def gpu_facts(nv: Any, index: int) -> dict[str, Any]:
             raise
         gpu = {"index": index, "lost": True, "error": f"GPU is lost (NVML error 15): {exc}"}
     return gpu
+
+
+def inforom_corrupted(why: str | None) -> bool | None:
+    """nvmlDeviceValidateInforom's answer: True for NVML error 14, None when not known."""
+    if why is None:
+        return False
+    return True if why.startswith(f"NVML error {NVML_CORRUPTED_INFOROM}:") else None
+
+
+def loaded_library_version() -> str | None:
+    """The version of the libnvidia-ml.so that pynvml loaded, from its file name in
+    /proc/self/maps (libnvidia-ml.so.1 links to libnvidia-ml.so.<version>)."""
+    maps = read_text("/proc/self/maps", 1 << 24) or ""
+    m = re.search(r"libnvidia-ml\.so\.(\d+\.\d+(?:\.\d+)?)\s*$", maps, re.M)
+    return m.group(1) if m else None
 
 
 def _bool(value: Any) -> bool | None:
@@ -380,6 +425,13 @@ def kernel_xids(timeout: float) -> tuple[dict[str, int] | None, str | None]:
             return parse_xids(r["out"]), None
         return None, r["error"] or one_line(r["err"]) or "dmesg failed"
     return None, "no journalctl or dmesg"
+
+
+def nvidia_present() -> bool:
+    """An NVIDIA device, module or library on this host (then its kernel log is worth reading:
+    the same test that decides whether NVML is tried)."""
+    module = os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/sys/module/nvidia")
+    return bool(pci_gpus() or module or library_versions() or nvml_library_visible())
 
 
 def nvidia_facts(timeout: float) -> dict[str, Any]:
@@ -426,6 +478,9 @@ def nvidia_facts(timeout: float) -> dict[str, Any]:
         elif code == NVML_LIB_RM_VERSION_MISMATCH:
             facts["nvml"] = "mismatch"
             facts["mismatch"] = True
+            loaded = loaded_library_version()
+            if loaded:  # the library that refused: what the report names next to the module
+                facts["library_versions"] = sorted({*facts["library_versions"], loaded})
         else:
             facts["nvml"] = "error"
         return facts
@@ -457,6 +512,141 @@ def nvidia_facts(timeout: float) -> dict[str, Any]:
     finally:
         with contextlib.suppress(Exception):
             nv.nvmlShutdown()
+    return facts
+
+
+# -- the next boot (predictive checks) -----------------------------------------------------
+
+NVSWITCH_CLASS = "0x0680"  # NVIDIA PCI functions of class "bridge, other": NVSwitch
+FABRIC_UNIT = "nvidia-fabricmanager"
+_MODULE_FILE = re.compile(r"^nvidia\.ko(\.(xz|zst|gz))?$")
+
+
+def version_key(text: str) -> tuple[int, ...]:
+    """Numeric sort key of a kernel or package version: "6.1.0-18-amd64" -> (6, 1, 0, 18)."""
+    return tuple(int(n) for n in re.findall(r"\d+", text))
+
+
+def parse_dpkg_status(text: str, prefixes: list[str]) -> dict[str, dict[str, Any]]:
+    """Installed packages named with one of ``prefixes``, from /var/lib/dpkg/status text:
+    {name: {"version": ..., "held": bool}} (``apt-mark hold`` sets the selection to hold)."""
+    out: dict[str, dict[str, Any]] = {}
+    for stanza in text.split("\n\n"):
+        fields = dict(re.findall(r"^(Package|Status|Version): (.*)$", stanza, re.M))
+        name, status = fields.get("Package", ""), fields.get("Status", "").split()
+        if name.startswith(tuple(prefixes)) and status[-1:] == ["installed"]:
+            out[name] = {"version": fields.get("Version"), "held": status[0] == "hold"}
+    return out
+
+
+def parse_apt_config(text: str) -> dict[str, Any]:
+    """``apt-config dump`` -> whether unattended-upgrades runs and its package blacklist."""
+    periodic = re.search(r'^APT::Periodic::Unattended-Upgrade "([^"]*)";', text, re.M)
+    blacklist = re.findall(r'^Unattended-Upgrade::Package-Blacklist:: "([^"]*)";', text, re.M)
+    return {
+        "enabled": periodic is not None and periodic.group(1) not in ("0", ""),
+        "blacklist": blacklist,
+    }
+
+
+def parse_dkms_status(text: str) -> dict[str, list[str]]:
+    """``dkms status`` -> {kernel: ["nvidia/580.95.05", ...]} for modules that are installed.
+    Both spellings: "nvidia/580.95.05, 6.1.0-18-amd64, x86_64: installed" (dkms 3) and
+    "nvidia, 535.54.03, 5.15.0-76-generic, x86_64: installed" (dkms 2)."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        head, _, state = line.rpartition(":")
+        parts = [p.strip() for p in head.split(",")]
+        if state.strip().startswith("installed") and len(parts) >= 3:
+            module = parts[0] if "/" in parts[0] else f"{parts[0]}/{parts[1]}"
+            out.setdefault(parts[-2], []).append(module)
+    return out
+
+
+def kernel_flavour(release: str) -> str | None:
+    """The flavour of a distribution kernel: "6.1.0-18-cloud-amd64" -> "cloud-amd64",
+    "5.15.0-105-generic" -> "generic"; None for a custom kernel (no ABI number)."""
+    m = re.match(r"^\d+\.\d+\.\d+-\d+(?:\.\d+)?-([a-z][a-z0-9-]*)$", release)
+    return m.group(1) if m else None
+
+
+def installed_kernels() -> list[str]:
+    """Kernels a boot can start: /boot/vmlinuz-<release>, oldest first."""
+    found = [os.path.basename(p)[len("vmlinuz-") :] for p in glob.glob("/boot/vmlinuz-*")]
+    return sorted(found, key=version_key)
+
+
+def next_kernel(kernels: list[str]) -> str | None:
+    """GRUB's saved default when it names an installed kernel, else the newest one."""
+    env = read_text("/boot/grub/grubenv") or ""
+    saved = re.search(r"^saved_entry=(.*)$", env, re.M)
+    named = [k for k in kernels if saved and k in saved.group(1)]
+    if named:
+        return max(named, key=len)
+    return kernels[-1] if kernels else None
+
+
+def nvidia_modules(release: str) -> list[str]:
+    """NVIDIA kernel modules built for ``release`` (DKMS puts them in updates/dkms/)."""
+    found = []
+    for root, _dirs, files in os.walk(f"/lib/modules/{release}"):
+        found += [os.path.join(root, f) for f in files if _MODULE_FILE.match(f)]
+    return sorted(found)
+
+
+def fabric_facts(timeout: float) -> dict[str, Any]:
+    """NVSwitch functions on the PCI bus and the state of nvidia-fabricmanager (HGX systems)."""
+    switches = [
+        os.path.basename(dev)
+        for dev in sorted(glob.glob("/sys/bus/pci/devices/*"))
+        if (read_text(os.path.join(dev, "vendor")) or "").strip() == NVIDIA_VENDOR
+        and (read_text(os.path.join(dev, "class")) or "").strip().startswith(NVSWITCH_CLASS)
+    ]
+    facts: dict[str, Any] = {"nvswitches": switches, "active": None}
+    if switches and which("systemctl"):
+        r = run_cmd(["systemctl", "is-active", FABRIC_UNIT], timeout)
+        facts["active"] = r["out"].strip() == "active"
+        facts["state"] = r["out"].strip() or r["error"] or one_line(r["err"])
+    return facts
+
+
+def boot_facts(packages: list[str], timeout: float) -> dict[str, Any]:
+    """What the next boot will find: its kernel, NVIDIA modules built for it, DKMS, headers
+    metapackages, driver package holds and unattended-upgrades, NVSwitch and fabricmanager."""
+    kernels = installed_kernels()
+    following = next_kernel(kernels)
+    running = os.uname().release
+    status = read_text("/var/lib/dpkg/status", 1 << 27) or ""
+    # The running kernel's flavour; a running kernel the distribution did not install (a VM's
+    # or a container host's) has no headers to keep: then the flavour of the one booting next.
+    headers_for = running if running in kernels else following
+    flavour = kernel_flavour(headers_for) if headers_for else None
+    meta = f"linux-headers-{flavour}"
+    headers = parse_dpkg_status(status, [meta]) if flavour else {}
+    facts: dict[str, Any] = {
+        "running_kernel": running,
+        "installed_kernels": kernels,
+        "next_kernel": following,
+        "next_kernel_modules": nvidia_modules(following) if following else [],
+        "dkms": None,
+        "dpkg": bool(status),
+        "packages": parse_dpkg_status(status, packages),
+        "headers_kernel": headers_for,
+        "headers_flavour": flavour,
+        "headers_packages": sorted(p for p in headers if p == meta or p.startswith(meta + "-")),
+        "unattended_upgrades": None,
+        "fabric": fabric_facts(timeout),
+    }
+    fabric = parse_dpkg_status(status, [FABRIC_UNIT])
+    if fabric:  # "580.95.05-1" -> the driver version it was built for
+        facts["fabric"]["version"] = max(v["version"] for v in fabric.values()).split("-")[0]
+    if which("dkms"):
+        r = run_cmd(["dkms", "status"], timeout)
+        facts["dkms"] = parse_dkms_status(r["out"]) if r["rc"] == 0 else None
+    if parse_dpkg_status(status, ["unattended-upgrades"]) and which("apt-config"):
+        r = run_cmd(["apt-config", "dump"], timeout)
+        if r["rc"] == 0:
+            facts["unattended_upgrades"] = parse_apt_config(r["out"])
     return facts
 
 
@@ -530,13 +720,27 @@ def docker_facts(images: list[str], timeout: float) -> dict[str, Any]:
     return facts
 
 
+def pin_tag(ref: str) -> str | None:
+    """The tag provision gives an image it received over the LAN for a digest-pinned
+    reference, once its image ID was verified against the source's (``docker load`` keeps no
+    registry digests): ``repo@sha256:HEX`` -> ``repo:sha256-HEX``; None without a digest."""
+    name, _, digest = ref.partition("@")
+    if not digest.startswith("sha256:"):
+        return None
+    repo = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    return f"{repo}:sha256-{digest.split(':', 1)[1]}"
+
+
 def image_facts(ref: str, timeout: float) -> dict[str, Any]:
     name, _, digest = ref.partition("@")
     out: dict[str, Any] = {"ref": ref, "present": False, "digests": [], "size": None}
     # An image pulled by digest (`docker pull repo@sha256:...`, the usual pin) has no tag, so
     # `inspect name` alone calls it missing: look it up by the full reference first, then by
-    # name (tag) to tell "present but digest differs" (or a local image pinned by ID) from gone.
-    for candidate in (ref, name) if digest else (name,):
+    # provision's pin tag (an image fanned out over the LAN, verified when it was loaded), then
+    # by name (tag) to tell "present but digest differs" (or a local image pinned by ID) from gone.
+    pinned = pin_tag(ref)
+    candidates = [c for c in (ref, pinned, name) if c] if digest else [name]
+    for candidate in candidates:
         r = run_cmd(["docker", "image", "inspect", "--format", "{{json .}}", candidate], timeout)
         if r["error"]:
             out["error"] = r["error"]
@@ -561,8 +765,10 @@ def image_facts(ref: str, timeout: float) -> dict[str, Any]:
         elif item.startswith("CUDA_VERSION="):
             out["cuda_version"] = item.split("=", 1)[1]
     if digest:
-        out["digest_match"] = any(d.endswith("@" + digest) for d in out["digests"]) or (
-            out.get("id") == digest
+        out["digest_match"] = (
+            any(d.endswith("@" + digest) for d in out["digests"])
+            or out.get("id") == digest
+            or (pinned is not None and candidate == pinned)
         )
     return out
 
@@ -570,11 +776,11 @@ def image_facts(ref: str, timeout: float) -> dict[str, Any]:
 # -- disk ------------------------------------------------------------------------------------
 
 
-def disk_facts(paths: list[str], timeout: float) -> list[dict[str, Any]]:
+def disk_facts(paths: list[tuple[str, str]], timeout: float) -> list[dict[str, Any]]:
     out = []
     for path, role in paths:
         entry: dict[str, Any] = {"path": path, "role": role}
-        value, error = with_timeout(lambda p=path: os.statvfs(p), timeout)
+        value, error = with_timeout(functools.partial(os.statvfs, path), timeout)
         if error:
             entry["error"] = error
         else:
@@ -593,23 +799,27 @@ def gather(config: dict[str, Any]) -> dict[str, Any]:
     timeout = float(config.get("timeout", 10))
     start = time.time()
     facts: dict[str, Any] = {"schema": SCHEMA, "probe": "python", "errors": []}
-    steps = (
+    packages = list(config.get("packages") or [])
+    steps = [
         ("host", lambda: host_facts(timeout)),
         ("nvidia", lambda: nvidia_facts(timeout)),
+        ("xids", lambda: kernel_xids(timeout) if nvidia_present() else None),
         ("docker", lambda: docker_facts(list(config.get("images") or []), timeout)),
-    )
-    for key, step in steps:
-        try:
-            facts[key] = step()
-        except Exception as exc:
-            facts[key] = None
-            facts["errors"].append(f"{key}: {type(exc).__name__}: {exc}")
+        # the predictive checks' facts, on NVIDIA hosts only (dkms status alone costs ~0.1 s)
+        ("boot", lambda: boot_facts(packages, timeout) if nvidia_present() else None),
+    ]
+    results = concurrently(steps, STEP_CAP * timeout)
+    for key, (value, error) in results.items():
+        if error:
+            facts["errors"].append(f"{key}: {error}")
+        if key != "xids":
+            facts[key] = value
     nv = facts.get("nvidia")
-    if nv and (nv.get("pci_gpus") or nv.get("gpu_count") or nv.get("kernel_module_version")):
-        try:
-            nv["xids"], nv["xids_reason"] = kernel_xids(timeout)
-        except Exception as exc:
-            nv["xids_reason"] = f"{type(exc).__name__}: {exc}"
+    xids, why = results["xids"]
+    if nv and xids:
+        nv["xids"], nv["xids_reason"] = xids
+    elif nv and why:
+        nv["xids_reason"] = why
     paths = [("/", "root")]
     data_root = (facts.get("docker") or {}).get("data_root")
     if data_root:

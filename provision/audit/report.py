@@ -1,9 +1,10 @@
 """Turn per-host outcomes into graded host reports and render them (pure: strings and ints out).
 
-Formats: the default table (one row per host, fits 100 columns), ``--details`` (every check),
-JSON (one document, ``schema_version`` 1, documented in ``docs/audit.md``), CSV (one row per
-check) and Markdown. Exit codes: 0 all OK, 1 some WARN, 2 some FAIL, 3 some UNREACHABLE or
-UNKNOWN; ``fail_on`` moves the bar.
+The report model (:class:`HostReport`, :class:`AuditRun`), the table's cells, and the JSON
+(one document, ``schema_version`` 1, documented in ``docs/audit.md``), CSV (one row per check)
+and Markdown formats; the terminal table is ``table.py``, the page ``html.py``, the metrics
+``prometheus.py``, and ``output.py`` picks one. Exit codes: 0 all OK, 1 some WARN, 2 some
+FAIL, 3 some UNREACHABLE or UNKNOWN; ``fail_on`` moves the bar.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
-from tabulate import DataRow, Line, TableFormat, tabulate
+from tabulate import tabulate
 
+from provision import __version__
 from provision.audit.checks import (
     GIB,
     SEVERITY,
@@ -30,7 +33,6 @@ from provision.audit.checks import (
 from provision.audit.settings import AuditSettings
 
 SCHEMA_VERSION = 1
-TABLE_WIDTH = 100
 HEADERS = (
     "HOST",
     "STATUS",
@@ -44,21 +46,17 @@ HEADERS = (
     "IMG",
     "ISSUES",
 )
-# Columns that may be cut to fit the width, first cut first, with their minimum width.
-# (column, narrowest) in the order they give way; the host name (column 0) never does: a cut
-# name is useless to an admin, so a lab with very long names gets a wider table instead.
-SHRINKABLE = ((10, 30), (4, 14), (6, 8), (10, 12), (4, 6), (10, 8))
-COLOURS = {
-    Status.OK: "\033[32m",
-    Status.WARN: "\033[33m",
-    Status.FAIL: "\033[31m",
-    Status.UNKNOWN: "\033[35m",
-    Status.UNREACHABLE: "\033[1;31m",
-    Status.SKIP: "",
-}
-RESET = "\033[0m"
 FAIL_ON = {"warn": 1, "fail": 2, "unknown": 3, "never": 99}
 UNREACHABLE_STATES = {"unreachable", "host key refused", "timed out"}
+# What to do about a host that could not be audited, by executor state.
+REACH_FIX = {
+    "unreachable": "check that the host is up and sshd listens on its address and port "
+    "(ssh -v HOST)",
+    "timed out": "check the host's load and network; raise -T/--timeout for slow links",
+    "host key refused": "verify the host's new key out of band, then remove the old one "
+    "(ssh-keygen -R HOST)",
+    "failed": "run the audit with -vvv to see the probe's output",
+}
 
 
 @dataclass
@@ -71,6 +69,17 @@ class HostReport:
     reason: str = ""  # why the host could not be audited
     duration: float | None = None
     round_trips: int | None = None
+    address: str = ""  # where the audit connected (ConnSpec.hostname); "" for --local
+    groups: list[str] = field(default_factory=list)  # inventory groups, "all" included
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """The audit as a whole, stamped by the CLI: every format shows when it ran."""
+
+    generated_at: float  # Unix time the audit finished
+    duration: float | None = None  # seconds for the whole fan-out
+    previous_at: float | None = None  # the previous recorded audit (history), if any
 
 
 def _settings(chosen: AuditSettings | Mapping[str, AuditSettings], host: str) -> AuditSettings:
@@ -91,7 +100,8 @@ def host_report(
     """Grade one host; a host without facts is UNREACHABLE (transport) or UNKNOWN (probe)."""
     if state != "ok" or facts is None:
         status = Status.UNREACHABLE if state in UNREACHABLE_STATES else Status.UNKNOWN
-        check = CheckResult("host.reachable", status, f"{state}: {reason}" if reason else state)
+        message = f"{state}: {reason}" if reason else state
+        check = CheckResult("host.reachable", status, message, None, REACH_FIX.get(state, ""))
         return HostReport(host, status, None, [check], state, reason, duration, round_trips)
     checks = run_checks(facts, settings)
     return HostReport(
@@ -115,6 +125,21 @@ def assemble(
     return add_drift(reports)
 
 
+def add_interrupted(
+    reports: list[HostReport],
+    hosts: Sequence[str],
+    settings: AuditSettings | Mapping[str, AuditSettings],
+) -> list[HostReport]:
+    """After Ctrl-C: the hosts that answered, plus every other host marked "interrupted", in
+    ``hosts`` order."""
+    done = {r.host: r for r in reports}
+    reason = "Ctrl-C before it answered"
+    return [
+        done.get(h) or host_report(h, "interrupted", None, reason, _settings(settings, h))
+        for h in hosts
+    ]
+
+
 def add_drift(reports: list[HostReport]) -> list[HostReport]:
     """Append the lab-majority driver check to every audited host and regrade it."""
     drift = drift_checks({r.host: r.facts for r in reports if r.facts is not None})
@@ -127,10 +152,13 @@ def add_drift(reports: list[HostReport]) -> list[HostReport]:
 
 
 def exit_code(reports: Iterable[HostReport], fail_on: str = "warn") -> int:
-    """0 all OK, 1 some WARN, 2 some FAIL, 3 some UNREACHABLE/UNKNOWN; below ``fail_on`` -> 0."""
+    """0 all OK, 1 some WARN, 2 some FAIL, 3 some UNKNOWN, 4 some UNREACHABLE (the code ping,
+    run and apply give an unreachable host, Ansible's 4); below ``fail_on`` -> 0."""
     code = 0
     for r in reports:
-        if r.status in (Status.UNREACHABLE, Status.UNKNOWN):
+        if r.status is Status.UNREACHABLE:
+            code = max(code, 4)
+        elif r.status is Status.UNKNOWN:
             code = max(code, 3)
         elif r.status is Status.FAIL:
             code = max(code, 2)
@@ -145,7 +173,7 @@ def exit_code(reports: Iterable[HostReport], fail_on: str = "warn") -> int:
 # -- cells ---------------------------------------------------------------------------------------
 
 
-def _short_gpu(name: str | None) -> str:
+def short_gpu(name: str | None) -> str:
     name = name or "?"
     for prefix in ("NVIDIA ", "GeForce ", "Tesla "):
         name = name.replace(prefix, "")
@@ -168,7 +196,8 @@ def gpus_cell(facts: Mapping[str, Any] | None) -> str:
         return f"{len(pci)}x (no driver)" if pci else "none"
     counts: dict[str, int] = {}
     for g in gpus:
-        key = "lost" if g.get("lost") else _short_gpu(g.get("name"))
+        key = "lost" if g.get("lost") else short_gpu(g.get("name"))
+        key += " MIG" if g.get("mig_mode") else ""
         counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{n}x {k}" for k, n in counts.items())
 
@@ -241,10 +270,10 @@ def issues_cell(report: HostReport) -> str:
 
 def row(report: HostReport) -> list[str | None]:
     """One table row; empty cells become None so tabulate prints ``missingval``."""
-    return [c or None for c in _cells(report)]
+    return [c or None for c in host_cells(report)]
 
 
-def _cells(report: HostReport) -> list[str]:
+def host_cells(report: HostReport) -> list[str]:
     f = report.facts
     nv = (f or {}).get("nvidia") or {}
     return [
@@ -262,77 +291,6 @@ def _cells(report: HostReport) -> list[str]:
     ]
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(1, width - 1)] + "~"
-
-
-def _widths(rows: list[list[str | None]]) -> list[int]:
-    return [
-        max([len(HEADERS[i])] + [1 if r[i] is None else len(str(r[i])) for r in rows])
-        for i in range(len(HEADERS))
-    ]
-
-
-def fit(
-    rows: list[list[str | None]], width: int = TABLE_WIDTH, gap: int = 1
-) -> list[list[str | None]]:
-    """Shorten the shrinkable columns (issues first) until the table fits ``width``."""
-    rows = [list(r) for r in rows]
-    for col, minimum in SHRINKABLE:
-        widths = _widths(rows)
-        total = sum(widths) + gap * (len(widths) - 1)
-        if total <= width:
-            break
-        target = max(minimum, widths[col] - (total - width))
-        for r in rows:
-            if r[col] is not None:
-                r[col] = _cut(str(r[col]), target)
-    return rows
-
-
-# One space between columns (tabulate's "simple" uses two, which costs 10 of our 100 columns).
-_FORMAT = TableFormat(
-    lineabove=None,
-    linebelowheader=Line("", "-", " ", ""),
-    linebetweenrows=None,
-    linebelow=None,
-    headerrow=DataRow("", " ", ""),
-    datarow=DataRow("", " ", ""),
-    padding=0,
-    with_header_hide=None,
-)
-
-
-def _colour(status: str) -> str:
-    try:
-        key = Status.UNREACHABLE if status == "UNREACH" else Status(status)
-        return COLOURS[key] + status + RESET
-    except ValueError:
-        return status
-
-
-def render_table(
-    reports: Sequence[HostReport], colour: bool = False, width: int = TABLE_WIDTH
-) -> str:
-    rows = fit([row(r) for r in reports], width)
-    if colour:
-        for r in rows:
-            r[1] = _colour(str(r[1]))
-    widths = _widths(rows)
-    body = [[*HEADERS], ["-" * w for w in widths], *rows]
-    return (
-        "\n".join(
-            line.rstrip()
-            for line in tabulate(
-                body, tablefmt=_FORMAT, disable_numparse=True, missingval="-"
-            ).splitlines()
-        )
-        + "\n"
-        + summary_line(reports)
-        + "\n"
-    )
-
-
 def summary_line(reports: Sequence[HostReport]) -> str:
     counts: dict[str, int] = {}
     for r in reports:
@@ -343,36 +301,29 @@ def summary_line(reports: Sequence[HostReport]) -> str:
     return f"{n} host{'' if n == 1 else 's'}: " + ", ".join(parts)
 
 
-def render_details(reports: Sequence[HostReport], colour: bool = False) -> str:
-    """Every check of every host, with evidence-free one-line reasons and remediation."""
-    out = []
-    for r in reports:
-        status = _colour(r.status.value) if colour else r.status.value
-        out.append(f"== {r.host}: {status}")
-        rows = []
-        for c in r.checks:
-            s = _colour(c.status.value) if colour else c.status.value
-            rows.append([s, c.id, c.message, c.remediation])
-        out.append(
-            tabulate(
-                rows,
-                headers=["STATUS", "CHECK", "MESSAGE", "REMEDIATION"],
-                tablefmt="simple",
-                disable_numparse=True,
-                missingval="-",
-                maxcolwidths=[None, 22, 44, 24],
-            )
-        )
-        out.append("")
-    return "\n".join(out)
+def iso_time(stamp: float | None) -> str | None:
+    """UTC, to the second, ISO 8601 with a Z: what JSON readers and the page show."""
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def to_document(reports: Sequence[HostReport], fail_on: str = "warn") -> dict[str, Any]:
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def to_document(
+    reports: Sequence[HostReport], fail_on: str = "warn", run: AuditRun | None = None
+) -> dict[str, Any]:
     counts: dict[str, int] = {s.value: 0 for s in Status if s is not Status.SKIP}
     for r in reports:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
     return {
         "schema_version": SCHEMA_VERSION,
+        "generated_at": iso_time(run.generated_at if run else None),
+        "previous_at": iso_time(run.previous_at if run else None),
+        "duration_s": _rounded(run.duration if run else None),
+        "provision_version": __version__,
         "summary": {
             "hosts": len(reports),
             "by_status": counts,
@@ -382,10 +333,12 @@ def to_document(reports: Sequence[HostReport], fail_on: str = "warn") -> dict[st
         "hosts": [
             {
                 "host": r.host,
+                "address": r.address,
+                "groups": r.groups,
                 "status": r.status.value,
                 "state": r.state,
                 "reason": r.reason,
-                "duration_s": r.duration,
+                "duration_s": _rounded(r.duration),
                 "round_trips": r.round_trips,
                 "facts": r.facts,
                 "checks": [c.to_dict() for c in r.checks],
@@ -395,8 +348,15 @@ def to_document(reports: Sequence[HostReport], fail_on: str = "warn") -> dict[st
     }
 
 
-def render_json(reports: Sequence[HostReport], fail_on: str = "warn") -> str:
-    return json.dumps(to_document(reports, fail_on), indent=2, sort_keys=False, default=str) + "\n"
+def render_json(
+    reports: Sequence[HostReport],
+    fail_on: str = "warn",
+    run: AuditRun | None = None,
+    history: dict[str, Any] | None = None,
+) -> str:
+    """The document; ``history``: changes and disk trends from the audit history, if kept."""
+    doc = {**to_document(reports, fail_on, run), **({"history": history} if history else {})}
+    return json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n"
 
 
 def render_csv(reports: Sequence[HostReport]) -> str:
@@ -459,22 +419,8 @@ def render_markdown(reports: Sequence[HostReport], details: bool = False) -> str
     return "\n".join(out) + "\n"
 
 
-def render(
-    reports: Sequence[HostReport],
-    fmt: str = "table",
-    *,
-    details: bool = False,
-    colour: bool = False,
-    fail_on: str = "warn",
-) -> str:
-    """One entry point for the CLI: ``fmt`` is table, json, csv or markdown."""
-    if fmt == "table":
-        text = render_table(reports, colour)
-        return text + ("\n" + render_details(reports, colour) if details else "")
-    if fmt == "json":
-        return render_json(reports, fail_on)
-    if fmt == "csv":
-        return render_csv(reports)
-    if fmt == "markdown":
-        return render_markdown(reports, details)
-    raise ValueError(f"unknown format {fmt!r} (table, json, csv, markdown)")
+def render(reports: Sequence[HostReport], fmt: str = "table", **options: Any) -> str:
+    """Kept for existing callers: the one dispatcher is :func:`provision.audit.output.render`."""
+    from provision.audit.output import render as dispatch  # output imports this module
+
+    return dispatch(reports, fmt, **options)

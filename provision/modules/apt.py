@@ -24,6 +24,15 @@ LOCKS = (
 )
 STAMP = "/var/lib/apt/periodic/update-success-stamp"
 _ENV = {"DEBIAN_FRONTEND": "noninteractive", "NEEDRESTART_SUSPEND": "1"}
+# An install (the NVIDIA driver builds its DKMS module) takes minutes, after apt may have waited
+# lock_timeout seconds for the dpkg lock: the step's own bound covers both, so the "lock held by
+# pid N" message can appear instead of the run's shorter --command-timeout cutting it off.
+INSTALL_TIMEOUT = 1800
+
+
+def step_timeout(args: dict[str, Any]) -> float:
+    """The bound of an apt step: the lock wait plus :data:`INSTALL_TIMEOUT`."""
+    return float(args["lock_timeout"] + INSTALL_TIMEOUT)
 
 
 def split_pin(spec: str) -> tuple[str, str | None]:
@@ -42,6 +51,7 @@ class AptState:
     packages: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (ver, abbrev)
     holds: set[str] = field(default_factory=set)
     candidates: dict[str, str] = field(default_factory=dict)
+    installed: dict[str, str] = field(default_factory=dict)  # apt-cache policy's "Installed:"
     cache_mtime: int = 0
     now: int = 0
     interrupted: bool = False
@@ -67,6 +77,9 @@ def parse_state(text: str | None) -> AptState:
                 current = line[:-1]
             elif line.strip().startswith("Candidate:") and current:
                 st.candidates[current] = line.split(":", 1)[1].strip()
+            elif line.strip().startswith("Installed:") and current:
+                version = line.split(":", 1)[1].strip()
+                st.installed[current] = "" if version == "(none)" else version
         elif section == "meta":
             key, _, value = line.partition("=")
             value = value.strip()
@@ -119,13 +132,16 @@ def lock_holder_script() -> str:
 class AptModule(Module):
     name = "apt"
     spec = (
-        Arg("name", "list", default=[]),
+        Arg("name", "list", default=[], aliases=("package", "pkg")),
         Arg("state", choices=("present", "absent", "latest"), default="present"),
         Arg("hold", "bool"),
         Arg("update_cache", "bool", default=False),
         Arg("cache_valid_time", "int", default=0),
         Arg("lock_timeout", "int", default=120),
         Arg("purge", "bool", default=False),
+        # Off by default (a lab host gets what the playbook names, nothing more); a package set
+        # that needs its Recommends (Debian's nvidia-driver: libcuda1, nvidia-smi) names them.
+        Arg("install_recommends", "bool", default=False),
     )
 
     def check_combination(self, args: dict[str, Any]) -> None:
@@ -266,9 +282,8 @@ class AptModule(Module):
         if to_install:
             held = [s for s in to_install if split_pin(s)[0] in still_held]
             extra = ["--allow-change-held-packages"] if held else []
-            cmds.append(
-                self.apt_get(args, "install", "--no-install-recommends", *extra, *to_install)
-            )
+            recommends = [] if args["install_recommends"] else ["--no-install-recommends"]
+            cmds.append(self.apt_get(args, "install", *recommends, *extra, *to_install))
         if to_remove:
             extra = ["--allow-change-held-packages"] if still_held & set(to_remove) else []
             verb = "purge" if args["purge"] else "remove"
@@ -279,8 +294,8 @@ class AptModule(Module):
         if not changes:
             parts = []
             for name, _pin in pins:
-                ver = status.get(name)
-                parts.append(f"{name} {ver}" if ver and want != "absent" else name)
+                current = status.get(name)
+                parts.append(f"{name} {current}" if current and want != "absent" else name)
             what = ", ".join(parts) or "package cache"
             if want == "absent":
                 reason = f"{what}: not installed"
@@ -306,4 +321,5 @@ class AptModule(Module):
                 'exit "$rc"',
             ]
         )
-        return Plan(True, changes=changes, steps=[Step(script)], result={"packages": status})
+        step = Step(script, timeout=step_timeout(args))
+        return Plan(True, changes=changes, steps=[step], result={"packages": status})

@@ -7,6 +7,14 @@ stays pure. The OpenPGP packets are read in Python (v4 fingerprints are SHA-1 ov
 v6 ones SHA-256), an ASCII-armored key is dearmored to the binary form apt reads, and the keyring
 and the source are compared with the host's files by sha256 (only differing files are sent, with
 the atomic write and backup of the ``copy`` module). ``apt-key`` is never used.
+
+A host set up from the vendors' own pages already has a source for the same URI (NVIDIA's
+``cuda-<distro>-<arch>.list`` from cuda-keyring, Docker's ``docker.list``, the toolkit's
+``nvidia-container-toolkit.list``), signed by another keyring: apt then refuses every command
+("Conflicting values set for option Signed-By"). Such a file is moved aside (kept as
+``FILE.DATE@TIME~``, which apt ignores) before ours is written, so apt always has one source per
+repository and never a broken list. A file that also holds other repositories is not edited: the
+task stops before any change and names the file and line.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import time
 import urllib.request
 from typing import Any
 
-from provision.modules.apt import AptModule
+from provision.modules.apt import AptModule, step_timeout
 from provision.modules.base import (
     Arg,
     ArgError,
@@ -38,6 +46,8 @@ from provision.modules.base import (
 from provision.shell import quote
 
 SOURCES_DIR = "/etc/apt/sources.list.d"
+MAIN_LIST = "/etc/apt/sources.list"
+MAX_SOURCE_LINES = 400  # lines read of another source file (vendor files have one or two)
 KEYRINGS_DIR = "/etc/apt/keyrings"
 MAX_KEY_BYTES = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -186,6 +196,108 @@ def render_sources(args: dict[str, Any]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _norm_uri(uri: str) -> str:
+    return uri.strip().rstrip("/")
+
+
+def source_entries(text: str) -> list[tuple[int, str]]:
+    """The active repositories of a ``.list`` (one-line) or deb822 ``.sources`` file:
+    (line number, URI) for each; comments, blank lines and ``Enabled: no`` stanzas skipped."""
+    entries: list[tuple[int, str]] = []
+    stanza: list[tuple[int, str]] = []
+    enabled = True
+
+    def flush() -> None:
+        if enabled:
+            entries.extend(stanza)
+
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            flush()
+            stanza, enabled = [], True
+            continue
+        key, sep, value = line.partition(":")
+        if line.startswith(("deb ", "deb-src ", "deb\t", "deb-src\t")):
+            words = re.sub(r"\[[^\]]*\]", " ", line).split()  # drop [signed-by=... arch=...]
+            if len(words) >= 2:
+                entries.append((number, words[1]))
+        elif sep and key.strip().lower() == "uris":
+            stanza += [(number, uri) for uri in value.split()]
+        elif sep and key.strip().lower() == "enabled":
+            enabled = value.strip().lower() not in ("no", "false", "0")
+    flush()
+    return entries
+
+
+def parse_others(text: str | None) -> dict[str, str]:
+    """The ``@@others`` section of the state read: {path: content} of the other source files
+    that name one of our URIs."""
+    files: dict[str, list[str]] = {}
+    inside, current = False, ""
+    for line in (text or "").splitlines():
+        if line.startswith("@@file "):
+            current = line[len("@@file ") :]
+            files[current] = []
+        elif line.startswith("@@"):
+            inside = line.strip() == "@@others"
+            current = ""
+        elif inside and current:
+            files[current].append(line)
+    return {path: "\n".join(lines) for path, lines in files.items()}
+
+
+def conflicting_sources(
+    others: dict[str, str], uris: list[str], ours: str
+) -> tuple[list[str], list[str]]:
+    """(files to move aside: every entry is one of our URIs; problems: a file that mixes our
+    URI with other repositories, or the main sources.list, which is never moved)."""
+    wanted = {_norm_uri(u) for u in uris}
+    move: list[str] = []
+    problems: list[str] = []
+    for path, text in sorted(others.items()):
+        if path == ours:
+            continue
+        entries = source_entries(text)
+        hits = [(n, u) for n, u in entries if _norm_uri(u) in wanted]
+        if not hits:
+            continue
+        if path != MAIN_LIST and len(hits) == len(entries):
+            move.append(path)
+            continue
+        number, uri = hits[0]
+        problems.append(
+            f"{path}:{number} also declares {uri} (with its own Signed-By, apt would refuse "
+            "both): remove that entry, then run again"
+        )
+    return move, problems
+
+
+def others_script(uris: list[str], ours: str) -> str:
+    """Print every other source file that mentions one of the URIs (cheap grep first)."""
+    needles = " ".join(f"-e {quote(_norm_uri(u))}" for u in uris)
+    folder = quote(SOURCES_DIR)
+    return "\n".join(
+        [
+            "echo @@others",
+            f"for f in {quote(MAIN_LIST)} {folder}/*.list {folder}/*.sources; do",
+            '  [ -f "$f" ] || continue',
+            f'  [ "$f" = {quote(ours)} ] && continue',
+            f'  grep -qF {needles} "$f" 2>/dev/null || continue',
+            '  echo "@@file $f"',
+            f"  sed -n '1,{MAX_SOURCE_LINES}p' \"$f\"",
+            "done",
+        ]
+    )
+
+
+def move_aside_script(paths: list[str]) -> str:
+    """Each file renamed to FILE.DATE@TIME~ (apt ignores names ending in ~, silently)."""
+    lines = ["set -e", "s=$(date +%Y-%m-%d@%H:%M:%S)"]
+    lines += [f'mv -- {quote(p)} {quote(p)}."$s~"' for p in paths]
+    return "\n".join(lines)
+
+
 def _split_state(text: str | None) -> dict[str, dict[str, str]]:
     parts: dict[str, list[str]] = {"sources": [], "keyring": []}
     section = ""
@@ -258,14 +370,15 @@ class AptRepositoryModule(Module):
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         content = ctx.diff and not ctx.no_log
-        return "\n".join(
-            [
-                "echo @@sources",
-                path_probe(sources_path(args["name"]), content=content),
-                "echo @@keyring",
-                path_probe(keyring_path(args["name"])),
-            ]
-        )
+        lines = [
+            "echo @@sources",
+            path_probe(sources_path(args["name"]), content=content),
+            "echo @@keyring",
+            path_probe(keyring_path(args["name"])),
+        ]
+        if args["state"] == "present":
+            lines.append(others_script(args["uris"], sources_path(args["name"])))
+        return "\n".join(lines)
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
         name = args["name"]
@@ -284,6 +397,17 @@ class AptRepositoryModule(Module):
             changes += [f"remove {p}" for p in present]
             steps.append(Step("rm -f -- " + " ".join(quote(p) for p in present)))
         else:
+            move, problems = conflicting_sources(
+                parse_others(state), args["uris"], files["sources"]
+            )
+            if problems:
+                raise ModuleError(problems[0] + "; nothing was changed")
+            if move:
+                changes += [
+                    f"move {p} aside (same repository, another Signed-By; kept as {p}.DATE~)"
+                    for p in move
+                ]
+                steps.append(Step(move_aside_script(move)))
             for part in ("keyring", "sources"):
                 data: bytes = args[part]
                 path, have = files[part], st[part]
@@ -300,7 +424,7 @@ class AptRepositoryModule(Module):
                 verb = "create" if have["type"] == "absent" else "update"
                 changes.append(f"{verb} {path} ({len(data)} bytes)")
                 script = atomic_write_script(
-                    path, owner="root", group="root", mode="644", backup=True
+                    path, data, owner="root", group="root", mode="644", backup=True
                 )
                 if part == "keyring":
                     script = f"mkdir -p -m 755 {quote(KEYRINGS_DIR)}\n{script}"
@@ -316,5 +440,5 @@ class AptRepositoryModule(Module):
                 )
         if args["update_cache"]:
             changes.append("update the package cache")
-            steps.append(Step(AptModule().update_cache(args)))
+            steps.append(Step(AptModule().update_cache(args), timeout=step_timeout(args)))
         return Plan(True, changes=changes, steps=steps, diff=diff, result={"files": files})

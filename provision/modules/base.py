@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import base64
 import difflib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provision.errors import ProvisionError
-from provision.shell import quote
+from provision.shell import quote, verify_received
+
+if TYPE_CHECKING:
+    from provision.fanout import Member
 
 _TRUE = {"y", "yes", "on", "1", "true", "t"}
 _FALSE = {"n", "no", "off", "0", "false", "f"}
@@ -39,14 +43,19 @@ class Arg:
     required: bool = False
     default: Any = None
     choices: tuple[Any, ...] = ()
+    aliases: tuple[str, ...] = ()  # Ansible's other names for it (file: dest, name for path)
 
 
 @dataclass
 class Step:
-    """One remote command of a plan; data travels on stdin, never in the command line."""
+    """One remote command of a plan; data travels on stdin, never in the command line.
+
+    ``timeout``: the step's own bound in seconds, for work that takes minutes (a package install
+    that first waits for the dpkg lock); the run's --command-timeout applies when it is longer."""
 
     script: str
     stdin: bytes | None = None
+    timeout: float | None = None
 
 
 @dataclass
@@ -79,6 +88,7 @@ class Context:
     no_log: bool = False
     base_dir: str = "."
     render: Callable[[str], str] | None = None  # renders template text with the task's vars
+    peers: Member | None = None  # this host's handle on the run's image fan-out (docker_image)
 
 
 def mode_text(value: Any) -> str:
@@ -151,6 +161,21 @@ class Module:
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.spec if a.name == name), None)
+
+    def canonical(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Arguments under their own names: an alias (``dest`` for ``path``) renamed, as
+        Ansible's argument spec does; giving both names is an error."""
+        out = dict(args)
+        for a in self.spec:
+            for alias in a.aliases:
+                if alias in out:
+                    if a.name in out:
+                        raise ArgError(
+                            f"module '{self.name}': '{alias}' and '{a.name}' are the same "
+                            f"argument; give one of them"
+                        )
+                    out[a.name] = out.pop(alias)
+        return out
 
     def check_static(self, args: dict[str, Any]) -> None:
         """Load-time checks: unknown and missing arguments, types of literal values."""
@@ -290,21 +315,36 @@ def unified_diff(path: str, old: bytes | None, new: bytes | None, no_log: bool) 
 
 def atomic_write_script(
     path: str,
+    data: bytes,
     *,
     owner: str | None,
     group: str | None,
     mode: str | None,
     backup: bool,
+    validate: str | None = None,
 ) -> str:
-    """Write stdin to ``path`` atomically: temp file beside it, attributes, optional backup of
-    the old file, rename. Without an explicit mode a replaced file keeps its own attributes."""
+    """Write stdin (``data``) to ``path`` atomically: temp file beside it, attributes, optional
+    backup of the old file, rename. Without an explicit mode a replaced file keeps its own
+    attributes.
+
+    The script knows ``data``'s length and sha256 and renames only a temp file that matches
+    both: a dropped connection or a killed controller ends stdin early, and ``cat`` cannot tell
+    that from the end of the data, so without the check the partial file would replace the old
+    one. On any failure or signal the temp file is removed and the old file stays as it was.
+
+    ``validate`` (Ansible's copy/template ``validate``: a command with ``%s``) checks the
+    complete temp file before it replaces anything; its failure leaves the old file.
+    """
     p = quote(path)
+    size, digest = len(data), hashlib.sha256(data).hexdigest()
     parts = [
         "set -e",
         f"d={p}",
         't=$(mktemp "$(dirname "$d")/.provision.XXXXXX")',
         "trap 'rm -f \"$t\"' EXIT",
+        "trap 'exit 1' HUP INT TERM PIPE",
         'cat > "$t"',
+        verify_received('"$t"', size, digest, '"$d"'),
         'if [ -e "$d" ]; then chown --reference="$d" "$t"; chmod --reference="$d" "$t"; '
         'else chmod 644 "$t"; fi',
     ]
@@ -314,6 +354,13 @@ def atomic_write_script(
         parts.append(f'chgrp {quote(group)} "$t"')
     if mode is not None:
         parts.append(f'chmod {quote(mode)} "$t"')
+    if validate is not None:
+        # the user's command with the temp file for %s; its output explains a refusal
+        check = validate.replace("%s", '"$t"')
+        parts.append(
+            f"if ! {check} >&2; then echo {quote('provision: validate refused the new ')}"
+            f'"$d" >&2; exit 1; fi'
+        )
     if backup:
         parts.append(
             'if [ -f "$d" ]; then b="$d.$(date +%Y-%m-%d@%H:%M:%S)~"; '

@@ -18,7 +18,7 @@ class CommandModule(Module):
 
     name = "command"
     free_form = "cmd"
-    spec = (
+    spec: tuple[Arg, ...] = (
         Arg("cmd"),
         Arg("argv", "list"),
         Arg("creates"),
@@ -78,17 +78,18 @@ class ShellModule(CommandModule):
     (``{{ value | quote }}``)."""
 
     name = "shell"
-    spec = (
+    spec: tuple[Arg, ...] = (
         Arg("cmd", required=True),
         Arg("creates"),
         Arg("removes"),
         Arg("unless"),
         Arg("chdir"),
         Arg("stdin"),
+        Arg("executable"),  # the shell that runs cmd (Ansible: /bin/sh unless given)
     )
 
     def check_combination(self, args: dict[str, Any]) -> None:
         return None
 
     def command_line(self, args: dict[str, Any]) -> str:
-        return join(["sh", "-c", args["cmd"]])
+        return join([args.get("executable") or "sh", "-c", args["cmd"]])

@@ -9,6 +9,14 @@ Before a pull the state read also asks dockerd for its root dir (and the free sp
 the registry for the image's compressed size, so a pull that cannot fit is refused before it
 fills the disk halfway. A pull that fails on a transient network or registry error is retried
 with a doubling back-off; "not found", "unauthorized" and "denied" are final at once.
+
+With ``fanout: true`` (the baseline's ``images_fanout``) the hosts of a run share each image: one
+pulls it from the registry, the others receive it over the LAN (``docker save`` on a host that
+holds it, streamed through the controller's connections into ``docker load``), see
+:mod:`provision.fanout`. A received image is verified by its image ID (the config digest, which
+``docker load`` checks every layer against) before it gets its name, so a cut stream leaves
+nothing that is reported present; a digest pin is then recorded as provision's pin tag
+(:func:`provision.audit.probe.pin_tag`), which this module and the audit look up.
 """
 
 from __future__ import annotations
@@ -21,8 +29,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from provision.audit.probe import pin_tag
+from provision.fanout import FanOutFailed, Member, Source
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step, noop
 from provision.shell import quote
+from provision.stream import Progress, StreamError, open_stream, relay
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +102,8 @@ def state_script(name: str, digest: str, refresh: bool, disk: bool = False) -> s
     refresh, or for the disk check when the exact reference is missing (a pull is coming),
     ``root=<DockerRootDir>|<os>|<arch>``, ``free=<bytes>`` and ``remote=<json>`` from the
     registry (``docker manifest inspect -v``). A converged run never asks the registry."""
-    candidates = [f"{name}@{digest}", name] if digest else [name]
+    pinned = pin_tag(f"{name}@{digest}") if digest else None
+    candidates = [f"{name}@{digest}", *([pinned] if pinned else []), name] if digest else [name]
     lines = ["command -v docker >/dev/null 2>&1 || { echo docker=missing; exit 0; }", "hit="]
     loop = " ".join(quote(c) for c in candidates)
     lines.append(
@@ -122,7 +134,11 @@ def state_script(name: str, digest: str, refresh: bool, disk: bool = False) -> s
     if refresh:
         lines.append(body)
     else:
-        lines.append(f'if [ "$hit" != {quote(remote_ref)} ]; then\n{body}\nfi')
+        # found by the pin (registry digest or pin tag): converged, the registry is not asked
+        found_pinned = " ".join(
+            f'[ "$hit" != {quote(c)} ] &&' for c in candidates[:-1] or [remote_ref]
+        )
+        lines.append(f"if {found_pinned} true; then\n{body}\nfi")
     return "\n".join(lines)
 
 
@@ -213,8 +229,9 @@ def compressed_size(text: str, platform: tuple[str, str] | None) -> tuple[int | 
         layers = manifest.get("layers")
         if isinstance(layers, list) and layers:
             sizes = [layer.get("size") for layer in layers if isinstance(layer, dict)]
-            if all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
-                return sum(sizes), None
+            counted = [s for s in sizes if isinstance(s, int) and not isinstance(s, bool)]
+            if len(counted) == len(sizes):
+                return sum(counted), None
     return None, "the registry's manifest gives no layer sizes"
 
 
@@ -243,7 +260,7 @@ def disk_check(ref: str, factor: float, st: dict[str, Any]) -> tuple[dict[str, A
         note = f"disk space not checked: free space on {root} is unknown"
     elif compressed is None:
         note = f"disk space not checked: {st.get('size_error') or 'image size unknown'}"
-    if note:
+    if note or root is None or free is None or compressed is None:
         return {**keys, "disk_check": note}, note
     needed = math.ceil(factor * compressed)
     keys["needed_bytes"] = needed
@@ -310,6 +327,8 @@ class DockerImageModule(Module):
         Arg("disk_factor", "raw", default=2.5),
         Arg("retries", "int", default=2),
         Arg("retry_delay", "raw", default=5),
+        Arg("fanout", "bool", default=False),
+        Arg("fanout_rate", "raw", default=0),
     )
 
     def check_combination(self, args: dict[str, Any]) -> None:
@@ -333,13 +352,13 @@ class DockerImageModule(Module):
         retries = args.get("retries")
         if isinstance(retries, int) and not isinstance(retries, bool) and retries < 0:
             raise ArgError("argument 'retries' must be 0 or more")
-        for key in ("disk_factor", "retry_delay"):
+        for key in ("disk_factor", "retry_delay", "fanout_rate"):
             if args.get(key) is not None:
                 _number(key, args[key])
 
     def finalize(self, args: dict[str, Any]) -> dict[str, Any]:
         out = super().finalize(args)
-        for key in ("disk_factor", "retry_delay"):
+        for key in ("disk_factor", "retry_delay", "fanout_rate"):
             out[key] = _number(key, out[key])
         out["username"] = (out["username"] or "").strip()
         return out
@@ -359,9 +378,13 @@ class DockerImageModule(Module):
             raise ModuleError("docker is not installed on the host (no docker command)")
         found = st["found"]
         local_digests = [d.split("@", 1)[1] for d in st["digests"] if "@" in d]
-        # By digest: found by name@digest, or under the name with that digest or image ID.
+        # By digest: found by name@digest or by the pin tag of an image received over the LAN
+        # (verified then), or under the name with that digest or image ID.
         matches = found is not None and (
-            not digest or found == ref or digest in local_digests or st.get("id") == digest
+            not digest
+            or found in (ref, pin_tag(ref))
+            or digest in local_digests
+            or st.get("id") == digest
         )
         info = {"image": ref, "id": st.get("id"), "size": st.get("size")}
         if args["state"] == "absent":
@@ -374,32 +397,61 @@ class DockerImageModule(Module):
                 result=info,
             )
         if found is not None and not matches:
-            return self._pull(args, ref, f"local {name} has another digest", info, st)
+            return self._pull(args, ref, f"local {name} has another digest", info, st, ctx)
         if found is None:
-            return self._pull(args, ref, None, info, st)
+            return self._pull(args, ref, None, info, st, ctx)
         if not args["refresh"] or digest:
             why = "pinned by digest" if digest else "refresh: false"
+            peers = _peers(args, ctx)
+            if peers is not None and digest and _DIGEST.match(str(st.get("id"))):
+                peers.offer(ref, str(st.get("id")), st.get("size"))  # verified: a source
+            elif peers is not None:  # a tag held from before may not be the registry's now
+                peers.report(ref)
             return noop(f"{ref} is present ({st.get('id')}, {why})", **info)
         if st.get("remote_error"):
             raise ModuleError(f"cannot read {ref}'s digest from the registry: {st['remote_error']}")
         remote = st.get("remote") or []
         if any(d in local_digests or d == st.get("id") for d in remote):
+            if (peers := _peers(args, ctx)) is not None:
+                peers.report(ref)  # nothing to receive; the meeting need not wait for it
             return noop(f"{ref} is present and matches the registry ({remote[0]})", **info)
         why = f"registry digest {', '.join(remote) or '?'} differs"
-        return self._pull(args, ref, why, info, st)
+        return self._pull(args, ref, why, info, st, ctx)
 
     @staticmethod
     def _pull(
-        args: dict[str, Any], ref: str, why: str | None, info: dict[str, Any], st: dict[str, Any]
+        args: dict[str, Any],
+        ref: str,
+        why: str | None,
+        info: dict[str, Any],
+        st: dict[str, Any],
+        ctx: Context,
     ) -> Plan:
-        """A pull, after the disk check (which may refuse it or add a note to the change)."""
+        """A pull, after the disk check (which may refuse it or add a note to the change); with
+        fan-out, a pull for the lab or a transfer over the LAN, as the hosts' meeting decides."""
         disk, note = disk_check(ref, args["disk_factor"], st)
         notes = "; ".join(n for n in (why, note) if n)
+        result = {**info, **disk, "id_before": info["id"]}
+        peers = _peers(args, ctx)
+        fanout = ""
+        if peers is not None:
+            try:
+                role = peers.role(ref, st.get("free"))
+            except FanOutFailed as exc:
+                raise ModuleError(str(exc)) from None
+            fanout = "pull" if role.pull else "receive"
+            result["fanout"] = fanout
+            if not role.pull:
+                via = f" from {role.via}" if role.via and ctx.check else ""
+                notes = "; ".join(n for n in ("fan-out", note) if n)
+                return Plan(True, changes=[f"receive {ref} over the LAN{via} ({notes})"],
+                            result=result)  # fmt: skip
+            notes = "; ".join(n for n in (why, "fan-out: the source for the others", note) if n)
         return Plan(
             True,
             changes=[f"pull {ref} ({notes})" if notes else f"pull {ref}"],
             steps=pull_steps(args, ref),
-            result={**info, **disk, "id_before": info["id"]},
+            result=result,
         )
 
     def execute(
@@ -409,55 +461,226 @@ class DockerImageModule(Module):
         session: Any,
         reconnect: Callable[[], None],
         become: bool | None,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
-        """Run the plan's steps, timing them; a login or pull that fails on a transient error
-        is tried again after ``retry_delay`` (doubling), up to ``retries`` more times."""
-        started = time.monotonic()
-        size: int | None = None
-        pulling = args["state"] == "present"
-        delays = retry_delays(args["retries"], args["retry_delay"]) if pulling else []
-        attempts = 1
-        for step in plan.steps:
-            while True:
-                done = session.run(
-                    step.script, stdin=step.stdin, become=become, timeout=args["timeout"] + 30
+        """Run the plan: a pull or removal, or with fan-out a pull for the lab or a transfer
+        from another host over the LAN."""
+        peers = _peers(args, ctx) if ctx is not None else None
+        fanout = plan.result.get("fanout")
+        if peers is None or not fanout:
+            return run_steps(args, plan.steps, session, become)
+        if fanout == "pull":
+            return pull_for_lab(args, plan.steps, session, become, peers)
+        return receive(args, plan, session, become, peers)
+
+
+def run_steps(
+    args: dict[str, Any], steps: list[Step], session: Any, become: bool | None
+) -> dict[str, Any]:
+    """Run the steps, timing them; a login or pull that fails on a transient error is tried
+    again after ``retry_delay`` (doubling), up to ``retries`` more times."""
+    started = time.monotonic()
+    size: int | None = None
+    pulling = args["state"] == "present"
+    delays = retry_delays(args["retries"], args["retry_delay"]) if pulling else []
+    attempts = 1
+    for step in steps:
+        while True:
+            done = session.run(
+                step.script, stdin=step.stdin, become=become, timeout=args["timeout"] + 30
+            )
+            if done.exit_code == 0:
+                break
+            what = "docker login" if step.stdin is not None else step.script
+            detail = (done.stderr.strip() or done.stdout.strip())[-400:]
+            if done.exit_code == 124:
+                detail = f"timed out after {args['timeout']} s"
+            if delays and is_transient(detail):
+                wait = delays.pop(0)
+                log.warning(
+                    "%s: %s failed (%s); retrying in %g s (%d left)",
+                    getattr(session, "name", "?"),
+                    what,
+                    detail.splitlines()[-1] if detail else f"exit {done.exit_code}",
+                    wait,
+                    len(delays) + 1,
                 )
-                if done.exit_code == 0:
-                    break
-                what = "docker login" if step.stdin is not None else step.script
-                detail = (done.stderr.strip() or done.stdout.strip())[-400:]
-                if done.exit_code == 124:
-                    detail = f"timed out after {args['timeout']} s"
-                if delays and is_transient(detail):
-                    wait = delays.pop(0)
-                    log.warning(
-                        "%s: %s failed (%s); retrying in %g s (%d left)",
-                        getattr(session, "name", "?"),
-                        what,
-                        detail.splitlines()[-1] if detail else f"exit {done.exit_code}",
-                        wait,
-                        len(delays) + 1,
-                    )
-                    _sleep(wait)
-                    attempts += 1
-                    continue
+                _sleep(wait)
+                attempts += 1
+                continue
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            raise PullFailed(f"{what} failed (exit {done.exit_code}){tries}: {detail}", attempts)
+        for line in done.stdout.splitlines():
+            if line.startswith("size=") and line[5:].strip().isdigit():
+                size = int(line[5:].strip())
+    seconds = round(time.monotonic() - started, 2)
+    if not pulling:
+        return {"seconds": seconds}
+    return {
+        "pulled": True,
+        "bytes": size,
+        "seconds": seconds,
+        "size": size,
+        "attempts": attempts,
+    }
+
+
+def _peers(args: dict[str, Any], ctx: Context | None) -> Member | None:
+    """The fan-out handle when this task shares its image with the run's other hosts."""
+    if ctx is None or not args.get("fanout") or args["state"] != "present":
+        return None
+    return ctx.peers
+
+
+def load_script(ref: str, image_id: str) -> str:
+    """``docker load`` from stdin, then the image ID checked, and only then the name given (the
+    pin tag for a digest pin, else the reference's tag): a load cut halfway names nothing."""
+    name, digest = split_ref(ref)
+    tag = pin_tag(ref) if digest else name
+    qid = quote(image_id)
+    inspect = f"docker image inspect --format '{{{{.Id}}}}' {qid} 2>/dev/null"
+    return (
+        "docker load >/dev/null || exit 1; "
+        f'[ "$({inspect})" = {qid} ] || '
+        f"{{ echo 'the loaded image is not '{qid} >&2; exit 3; }}; "
+        f"docker tag {qid} {quote(tag)}"
+    )
+
+
+def pull_for_lab(
+    args: dict[str, Any], steps: list[Step], session: Any, become: bool | None, peers: Member
+) -> dict[str, Any]:
+    """Pull from the registry for the whole lab, then offer the image to the others (or hand
+    the failure to them, so they do not each try the registry in turn)."""
+    ref = args["name"]
+    try:
+        data = run_steps(args, steps, session, become)
+        done = session.run(
+            f"docker image inspect --format '{{{{.Id}}}}|{{{{.Size}}}}' {quote(ref)}",
+            become=become,
+        )
+        image_id, _, size = done.stdout.strip().partition("|")
+        if done.exit_code != 0 or not _DIGEST.match(image_id):
+            raise PullFailed(f"{ref} is not there after the pull: {done.stderr.strip()}", 1)
+    except PullFailed as exc:  # final, or retried out: the others would fail the same way
+        peers.pull_failed(ref, str(exc))
+        raise
+    except BaseException:  # the connection died, a timeout: another host may do better
+        peers.gave_up(ref)
+        raise
+    peers.offer(ref, image_id, int(size) if size.isdigit() else None)
+    return {**data, "source": "registry", "id": image_id}
+
+
+class _StreamFailed(Exception):
+    def __init__(self, message: str, source_side: bool) -> None:
+        super().__init__(message)
+        self.source_side = source_side
+
+
+def receive(
+    args: dict[str, Any], plan: Plan, session: Any, become: bool | None, peers: Member
+) -> dict[str, Any]:
+    """Receive the image from a free source over the LAN; a stream that breaks is tried again
+    (another source when the source's side broke) after ``retry_delay``, doubling."""
+    ref = args["name"]
+    started = time.monotonic()
+    delays = retry_delays(args["retries"], args["retry_delay"])
+    attempts, broken = 0, set[str]()
+    while True:
+        attempts += 1
+        try:
+            src = peers.acquire(ref, broken)
+        except FanOutFailed as exc:
+            raise PullFailed(str(exc), attempts) from None
+        if src is None:  # nobody holds it and nobody pulls it (the puller gave up): pull here
+            plan.changes[:] = [f"pull {ref} (fan-out: no host holds it)"]
+            return pull_for_lab(args, pull_steps(args, ref), session, become, peers)
+        failed: _StreamFailed | None = None
+        try:
+            moved = stream_image(args, src, session, become, peers)
+        except _StreamFailed as cut:  # retried below
+            failed = cut
+        except BaseException:  # this host's own connection: free the source for the others
+            peers.release(ref, src.host, False)
+            peers.gave_up(ref)
+            raise
+        if failed is not None:
+            peers.release(ref, src.host, failed.source_side)
+            if failed.source_side:
+                broken.add(src.host)
+            if not delays:
+                peers.gave_up(ref)
                 tries = f" after {attempts} attempts" if attempts > 1 else ""
                 raise PullFailed(
-                    f"{what} failed (exit {done.exit_code}){tries}: {detail}", attempts
-                )
-            for line in done.stdout.splitlines():
-                if line.startswith("size=") and line[5:].strip().isdigit():
-                    size = int(line[5:].strip())
-        seconds = round(time.monotonic() - started, 2)
-        if not pulling:
-            return {"seconds": seconds}
+                    f"receiving {ref} from {src.host} failed{tries}: {failed}", attempts
+                ) from None
+            wait = delays.pop(0)
+            log.warning("%s: %s; retrying in %g s", peers.host, failed, wait)
+            _sleep(wait)
+            continue
+        peers.release(ref, src.host, False)
+        peers.offer(ref, src.image_id, src.size)
+        plan.changes[:] = [f"receive {ref} from {src.host} over the LAN (fan-out)"]
         return {
-            "pulled": True,
-            "bytes": size,
-            "seconds": seconds,
-            "size": size,
+            "received": True,
+            "source": src.host,
+            "id": src.image_id,
+            "bytes": moved,
+            "seconds": round(time.monotonic() - started, 2),
+            "size": src.size,
             "attempts": attempts,
         }
+
+
+def stream_image(
+    args: dict[str, Any], src: Source, session: Any, become: bool | None, peers: Member
+) -> int:
+    """``docker save`` on the source into ``load_script`` here; the bytes moved. Raises
+    _StreamFailed saying which side broke."""
+    ref, limit = args["name"], float(args["timeout"])
+    started = time.monotonic()
+
+    def report(p: Progress) -> None:
+        lab_done, lab_total = peers.count(ref, p.done, p.total)
+        eta = f"{p.eta:.0f} s" if p.eta is not None else "?"
+        of = f" of {human_bytes(p.total)}" if p.total else ""
+        text = (
+            f"{ref} from {src.host}: {human_bytes(p.done)}{of} at {human_bytes(p.rate)}/s, "
+            f"ETA {eta}; lab-wide {human_bytes(lab_done)} of {human_bytes(lab_total)}"
+        )
+        log.info("%s: %s", peers.host, text)
+        peers.on_progress(text)
+
+    try:
+        source = open_stream(
+            src.session, f"docker save {quote(src.image_id)}", become=become, limit=limit
+        )
+    except StreamError as exc:
+        raise _StreamFailed(str(exc), True) from None
+    try:
+        target = open_stream(session, load_script(ref, src.image_id), become=become, limit=limit)
+    except StreamError as exc:
+        source.abort()
+        raise _StreamFailed(str(exc), False) from None
+    try:
+        moved = relay(source, target, total=src.size, rate=args["fanout_rate"], on_progress=report)
+    except StreamError as exc:
+        source.abort()
+        target.abort()
+        raise _StreamFailed(str(exc), exc.host == src.host) from None
+    s_code, s_err = source.wait(60)
+    t_code, t_err = target.wait(max(60.0, limit - (time.monotonic() - started)))
+    source.abort()
+    target.abort()
+    if s_code != 0:
+        raise _StreamFailed(
+            f"docker save on {src.host} failed (exit {s_code}): {s_err[-300:]}", True
+        )
+    if t_code != 0:
+        raise _StreamFailed(f"docker load failed (exit {t_code}): {t_err.strip()[-300:]}", False)
+    peers.count(ref, moved, moved)
+    return moved
 
 
 __all__ = [

@@ -35,18 +35,56 @@ _ATTRS = (Arg("owner"), Arg("group"), Arg("mode", "mode"))
 class FileModule(Module):
     name = "file"
     path_arg = "path"
-    spec = (
-        Arg("path", required=True),
-        Arg("state", default="file", choices=("file", "directory", "absent", "touch")),
+    spec: tuple[Arg, ...] = (
+        Arg("path", required=True, aliases=("dest", "name")),
+        Arg(
+            "state",
+            default="file",
+            choices=("file", "directory", "absent", "touch", "link", "hard"),
+        ),
         *_ATTRS,
+        Arg("src"),  # what a link points to (state link or hard)
+        Arg(
+            "force", "bool", default=False
+        ),  # a link replaces a file; a symlink's src may be absent
+        Arg("recurse", "bool", default=False),  # a directory's owner/group/mode for all inside
     )
 
+    def check_combination(self, args: dict[str, Any]) -> None:
+        linking = args.get("state") in ("link", "hard")
+        if linking != (args.get("src") is not None):
+            raise ArgError(f"module '{self.name}': src is given with state link or hard, only")
+        if args.get("recurse") is True and args.get("state") != "directory":
+            raise ArgError(f"module '{self.name}': recurse needs state: directory")
+
+    def paths(self, args: dict[str, Any]) -> tuple[str, ...] | None:
+        """A link's read depends on its src too; a recursive one on all inside (a prefix)."""
+        if args.get("state") in ("link", "hard"):
+            src = os.path.join(os.path.dirname(args["path"]), args["src"])
+            return (args["path"], os.path.normpath(src))
+        return (args["path"],)
+
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
-        return path_probe(args["path"])
+        lines = [path_probe(args["path"])]
+        p = quote(args["path"])
+        if args.get("state") in ("link", "hard"):
+            # src as the link will see it: relative to the link's directory
+            lines.append(f'if [ -L {p} ]; then printf "target=%s\\n" "$(readlink -- {p})"; fi')
+            src = quote(args["src"])
+            lines.append(f'if (cd "$(dirname -- {p})" && [ -e {src} ]); then echo src=1; fi')
+            lines.append(f"echo inode=$(stat -c %d:%i -- {p} 2>/dev/null)")
+            lines.append(
+                f'echo src_inode=$(cd "$(dirname -- {p})" && stat -c %d:%i -- {src} 2>/dev/null)'
+            )
+        if args.get("recurse"):
+            lines.append(f"echo recurse_differs=$({_find_differing(args)} | wc -l)")
+        return "\n".join(lines)
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
         path, want = args["path"], args["state"]
         st = parse_probe(state)
+        if want in ("link", "hard"):
+            return _plan_link(args, st)
         kind = st["type"]
         p = quote(path)
         if want == "absent":
@@ -69,25 +107,92 @@ class FileModule(Module):
         if kind != expected:
             raise ModuleError(f"{path} exists and is a {kind}, not a {expected}")
         changes, fix = attr_changes(path, st, args["owner"], args["group"], args["mode"])
+        if args["recurse"] and st.get("recurse_differs", "0").strip() not in ("", "0"):
+            changes.append(f"owner, group or mode of what is inside {path}")
+            fix = [c.replace(" ", " -R ", 1) for c in _attr_commands(args)]
         if not changes:
             return noop(f"{path} is a {kind} with the wanted owner, group and mode")
         return Plan(True, changes=changes, steps=[Step("\n".join(["set -e", *fix]))])
 
 
+def _attr_commands(args: dict[str, Any]) -> list[str]:
+    p = quote(args["path"])
+    commands = []
+    if args["owner"] is not None:
+        commands.append(f"chown {quote(args['owner'])} {p}")
+    if args["group"] is not None:
+        commands.append(f"chgrp {quote(args['group'])} {p}")
+    if args["mode"] is not None:
+        commands.append(f"chmod {quote(args['mode'])} {p}")
+    return commands
+
+
+def _find_differing(args: dict[str, Any]) -> str:
+    """A find printing the first path under a directory whose owner, group or mode differs."""
+    tests = []
+    if args["owner"] is not None:
+        tests.append(f"! -user {quote(args['owner'])}")
+    if args["group"] is not None:
+        tests.append(f"! -group {quote(args['group'])}")
+    if args["mode"] is not None:
+        # a symbolic link's own mode is always 777 and chmod -R leaves links alone
+        tests.append(f"\\( ! -type l ! -perm {quote(args['mode'].zfill(4))} \\)")
+    if not tests:
+        return "true"
+    return f"find {quote(args['path'])} \\( {' -o '.join(tests)} \\) -print -quit 2>/dev/null"
+
+
+def _plan_link(args: dict[str, Any], st: dict[str, str]) -> Plan:
+    """state link (symbolic) or hard: made beside the path and renamed over it (atomic)."""
+    path, src, want = args["path"], args["src"], args["state"]
+    kind = st["type"]
+    if want == "link" and kind == "link" and st.get("target") == src:
+        return noop(f"{path} already links to {src}")
+    if want == "hard" and st.get("inode") and st.get("inode") == st.get("src_inode"):
+        return noop(f"{path} is already a hard link to {src}")
+    if st.get("src") != "1" and (want == "hard" or not args["force"]):
+        raise ModuleError(
+            f"src {src} does not exist"
+            + ("" if want == "hard" else "; set force: true to link to it anyway")
+        )
+    if kind == "directory" or (kind in ("file", "other") and not args["force"]):
+        raise ModuleError(
+            f"refusing to replace the {kind} {path} with a "
+            f"{'symbolic' if want == 'link' else 'hard'} link; "
+            + ("remove it first" if kind == "directory" else "set force: true to replace it")
+        )
+    p = quote(path)
+    ln = "ln -s" if want == "link" else "ln"
+    script = "\n".join(
+        [
+            "set -e",
+            f't="$(dirname -- {p})/.provision.$$.link"',
+            f'cd "$(dirname -- {p})"',
+            f'{ln} -- {quote(src)} "$t"',
+            f'mv -Tf -- "$t" {p}',
+        ]
+    )
+    verb = "create" if kind == "absent" else "replace"
+    return Plan(True, changes=[f"{verb} {path} -> {src} ({want})"], steps=[Step(script)])
+
+
 class CopyModule(Module):
     name = "copy"
     path_arg = "dest"
-    spec = (
+    spec: tuple[Arg, ...] = (
         Arg("dest", required=True),
         Arg("content", "raw"),
         Arg("src"),
         *_ATTRS,
         Arg("backup", "bool", default=False),
+        Arg("force", "bool", default=True),  # false: an existing dest is left as it is
+        Arg("validate"),  # a command with %s, run on the new file before it replaces dest
     )
 
     def check_combination(self, args: dict[str, Any]) -> None:
         if (args.get("content") is None) == (args.get("src") is None):
             raise ArgError(f"module '{self.name}': give exactly one of 'content' or 'src'")
+        check_validate(self.name, args)
 
     def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         """Turn src (a controller file) or content into bytes to compare and send."""
@@ -110,15 +215,17 @@ class CopyModule(Module):
 
 class TemplateModule(CopyModule):
     name = "template"
-    spec = (
+    spec: tuple[Arg, ...] = (
         Arg("src", required=True),
         Arg("dest", required=True),
         *_ATTRS,
         Arg("backup", "bool", default=False),
+        Arg("force", "bool", default=True),
+        Arg("validate"),
     )
 
     def check_combination(self, args: dict[str, Any]) -> None:
-        return None
+        check_validate(self.name, args)
 
     def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         """Render the template on the controller with the task's variables."""
@@ -127,6 +234,15 @@ class TemplateModule(CopyModule):
         assert ctx.render is not None
         args["data"] = ctx.render(text).encode()
         return args
+
+
+def check_validate(module: str, args: dict[str, Any]) -> None:
+    validate = args.get("validate")
+    if isinstance(validate, str) and "%s" not in validate and "{{" not in validate:
+        raise ArgError(
+            f"module '{module}': validate must name the file to check as %s "
+            f"(validate: 'visudo -cf %s')"
+        )
 
 
 def _read_controller_file(src: str, ctx: Context, subdir: str) -> bytes:
@@ -150,6 +266,8 @@ def plan_write(args: dict[str, Any], data: bytes, state: str | None, ctx: Contex
     dest = args["dest"]
     st = parse_probe(state)
     kind = st["type"]
+    if kind != "absent" and args.get("force") is False:  # Ansible: only create, never replace
+        return noop(f"{dest} exists and force is false: left as it is")
     if kind not in ("absent", "file"):
         raise ModuleError(f"{dest} exists and is a {kind}, not a regular file")
     owner, group, mode = args.get("owner"), args.get("group"), args.get("mode")
@@ -169,7 +287,13 @@ def plan_write(args: dict[str, Any], data: bytes, state: str | None, ctx: Contex
     if ctx.diff:
         diff = unified_diff(dest, content_of(st), data, ctx.no_log)
     script = atomic_write_script(
-        dest, owner=owner, group=group, mode=mode, backup=bool(args.get("backup"))
+        dest,
+        data,
+        owner=owner,
+        group=group,
+        mode=mode,
+        backup=bool(args.get("backup")),
+        validate=args.get("validate"),
     )
     return Plan(
         True, changes=changes, steps=[Step(script, data)], diff=diff, result={"checksum": digest}
@@ -190,7 +314,7 @@ def deep_merge(base: Any, extra: Any) -> Any:
 class JsonMergeModule(Module):
     name = "json_merge"
     path_arg = "path"
-    spec = (
+    spec: tuple[Arg, ...] = (
         Arg("path", required=True),
         Arg("data", "dict", required=True),
         *_ATTRS,

@@ -23,18 +23,20 @@ from provision.modules.base import (
     parse_probe,
     path_probe,
 )
-from provision.modules.files import plan_write
+from provision.modules.files import check_validate, plan_write
 
 
 class LineInFileModule(Module):
     name = "lineinfile"
     path_arg = "path"
     spec = (
-        Arg("path", required=True),
+        Arg("path", required=True, aliases=("dest", "destfile", "name")),
         Arg("line"),
         Arg("regexp"),
         Arg("state", default="present", choices=("present", "absent")),
-        Arg("insertafter", default="EOF"),
+        Arg("insertafter", default="EOF"),  # EOF, BOF or a regular expression
+        Arg("insertbefore"),  # BOF or a regular expression (not with insertafter)
+        Arg("validate"),  # a command with %s, run on the new file before it replaces path
         Arg("create", "bool", default=False),
         Arg("backup", "bool", default=False),
         Arg("owner"),
@@ -48,9 +50,12 @@ class LineInFileModule(Module):
             raise ArgError(f"module '{self.name}': state=present needs 'line'")
         if state == "absent" and args.get("line") is None and args.get("regexp") is None:
             raise ArgError(f"module '{self.name}': state=absent needs 'line' or 'regexp'")
-        for key in ("regexp", "insertafter"):
+        if args.get("insertafter") not in (None, "EOF") and args.get("insertbefore") is not None:
+            raise ArgError(f"module '{self.name}': give insertafter or insertbefore, not both")
+        check_validate(self.name, args)
+        for key in ("regexp", "insertafter", "insertbefore"):
             value = args.get(key)
-            if isinstance(value, str) and not is_template(value) and value != "EOF":
+            if isinstance(value, str) and not is_template(value) and value not in ("EOF", "BOF"):
                 try:
                     re.compile(value)
                 except re.error as exc:
@@ -81,6 +86,7 @@ class LineInFileModule(Module):
             regexp=args["regexp"],
             present=present,
             insertafter=args["insertafter"],
+            insertbefore=args["insertbefore"],
         )
         data = new.encode("utf-8", "surrogateescape")
         write_args = {**args, "dest": path}
@@ -93,11 +99,18 @@ class LineInFileModule(Module):
 
 
 def edit(
-    text: str, *, line: str | None, regexp: str | None, present: bool, insertafter: str
+    text: str,
+    *,
+    line: str | None,
+    regexp: str | None,
+    present: bool,
+    insertafter: str,
+    insertbefore: str | None = None,
 ) -> tuple[str, str]:
     """(new text, what was done or why nothing was) — Ansible's lineinfile rules: with
     ``regexp`` the last matching line is replaced (or every match removed); without it the exact
-    line is looked for; a new line goes after the last ``insertafter`` match, else at the end."""
+    line is looked for; a new line goes after the last ``insertafter`` match (before the last
+    ``insertbefore`` match; ``BOF``: first), else at the end."""
     lines = text.splitlines(keepends=True)
     bare = [item.rstrip("\r\n") for item in lines]
     pattern = re.compile(regexp) if regexp is not None else None
@@ -125,7 +138,13 @@ def edit(
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     at = len(lines)
-    if insertafter != "EOF":
+    if "BOF" in (insertafter, insertbefore):
+        at = 0
+    elif insertbefore is not None:
+        before = [i for i, b in enumerate(bare) if re.search(insertbefore, b)]
+        if before:
+            at = before[-1]
+    elif insertafter != "EOF":
         after = [i for i, b in enumerate(bare) if re.search(insertafter, b)]
         if after:
             at = after[-1] + 1

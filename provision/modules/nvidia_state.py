@@ -20,7 +20,20 @@ from provision.modules.base import Arg, Context, Module, Plan, noop
 from provision.modules.facts import _SB_VAR, parse_facts
 from provision.shell import join, quote
 
-LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
+# NVIDIA's and Ubuntu's packages put libnvidia-ml.so.<version> in the multiarch folder; Debian's
+# (libnvidia-ml1, nvidia-graphics-drivers) in <multiarch>/nvidia/current/, reached through
+# update-alternatives (Debian package file list of libnvidia-ml1 in bookworm non-free).
+LIB_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu/nvidia/current",
+    "/usr/lib/aarch64-linux-gnu/nvidia/current",
+    "/usr/lib64",
+    "/usr/lib",
+)
+# The MOK certificates DKMS signs with: dkms's default (mok_certificate in dkms 3.0 and 3.1+;
+# on Debian created at the first signed build, or by `dkms generate_mok` from 3.1) and Ubuntu's
+# (`update-secureboot-policy --new-key` writes /var/lib/shim-signed/mok/MOK.der + MOK.priv).
 MOK_KEYS = ("/var/lib/dkms/mok.pub", "/var/lib/shim-signed/mok/MOK.der")
 DRIVER_PATTERNS = (
     "nvidia-*",
@@ -78,12 +91,13 @@ def state_script(query_nvml: bool) -> str:
         "elif [ -d /sys/firmware/efi ]; then echo sb=unknown; else echo sb=bios; fi",
         f"for m in {join(MOK_KEYS)}; do",
         '  [ -e "$m" ] || continue',
-        '  echo "mok=$m"',
         "  if command -v mokutil >/dev/null 2>&1; then",
-        "    echo \"mok_test=$(mokutil --test-key \"$m\" 2>&1 | tr '\\n' ' ')\"",
-        "  fi",
-        "  break",
+        "    printf 'mok=%s\\t%s\\n' \"$m\" \"$(mokutil --test-key \"$m\" 2>&1 | tr '\\n' ' ')\"",
+        "  else printf 'mok=%s\\t\\n' \"$m\"; fi",
         "done",
+        # dkms generate_mok exists from dkms 3.1 on (Debian 12 has 3.0.10): the steps depend on it.
+        "if command -v dkms >/dev/null 2>&1; then",
+        '  echo "dkms=$(dkms --version 2>/dev/null | head -n 1)"; fi',
     ]
     if query_nvml:
         lines += [
@@ -130,6 +144,7 @@ def parse_state(text: str | None, query_nvml: bool = False) -> dict[str, Any]:
     packages: set[str] = set()
     procs: list[dict[str, Any]] = []
     raw: dict[str, str] = {}
+    moks: list[tuple[str, bool]] = []
     sb_state: str | None = None
     for line in (text or "").splitlines():
         key, sep, value = line.partition("=")
@@ -154,6 +169,9 @@ def parse_state(text: str | None, query_nvml: bool = False) -> dict[str, Any]:
                 procs.append(proc)
         elif key == "sb_state":
             sb_state = value
+        elif key == "mok":
+            path, _, test = value.partition("\t")
+            moks.append((path.strip(), "is already enrolled" in test))
         else:
             raw.setdefault(key, value.strip())
     gpus.sort(key=lambda g: g["slot"])
@@ -163,7 +181,9 @@ def parse_state(text: str | None, query_nvml: bool = False) -> dict[str, Any]:
     if not loaded and raw.get("proc"):
         m = _VERSION.search(raw["proc"].partition("Module")[2] or raw["proc"])
         loaded = m.group(1) if m else ""
-    mok_key = raw.get("mok", "")
+    enrolled = [path for path, ok in moks if ok]
+    # The enrolled key when one is (DKMS signs with it); else the first present one, to import.
+    mok_key = (enrolled or [path for path, _ in moks] or [""])[0]
     nvml_version, nvml_error = _nvml(raw) if query_nvml else ("", "")
     return {
         "gpus": gpus,
@@ -182,10 +202,18 @@ def parse_state(text: str | None, query_nvml: bool = False) -> dict[str, Any]:
         "headers_present": raw.get("headers") == "1",
         "secure_boot": secure_boot_state(sb_state, raw.get("sb", "unknown")),
         "mok_key": mok_key,
-        "mok_enrolled": bool(mok_key) and "is already enrolled" in raw.get("mok_test", ""),
+        "mok_enrolled": bool(enrolled),
+        "dkms_version": _dkms_version(raw.get("dkms", "")),
+        "open_required": any(g["open_required"] for g in gpus),
         "nvml_version": nvml_version,
         "nvml_error": nvml_error,
     }
+
+
+def _dkms_version(text: str) -> str:
+    """``dkms-3.0.10`` (dkms 3.0) or ``dkms 3.1.1`` -> ``3.0.10``; "" when dkms is absent."""
+    m = _VERSION.search(text)
+    return m.group(1) if m else ""
 
 
 def _gpu(slot: str, device: str) -> dict[str, Any]:
@@ -198,12 +226,14 @@ def _gpu(slot: str, device: str) -> dict[str, Any]:
             "device_id": device_id,
             "generation": "unknown",
             "open_supported": False,
+            "open_required": False,
         }
     return {
         "slot": slot,
         "device_id": device_id,
         "generation": gen.name,
         "open_supported": gen.open_supported,
+        "open_required": gen.open_required,
     }
 
 

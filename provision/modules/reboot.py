@@ -47,6 +47,10 @@ class RebootModule(Module):
         Arg("reboot_timeout", "int", default=600),
         Arg("down_timeout", "int", default=120),
         Arg("msg", default="reboot by provision"),
+        # Ansible's reboot: seconds to wait after the reboot command before checking, and a
+        # command that must succeed on the new boot before the play goes on (default: none)
+        Arg("post_reboot_delay", "int", default=0),
+        Arg("test_command"),
     )
 
     def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -84,6 +88,7 @@ class RebootModule(Module):
         session: Session,
         reconnect: Callable[[], None],
         become: bool | None,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Trigger the reboot, then wait until the host answers with a new boot id."""
         if getattr(getattr(session, "spec", None), "connection", "ssh") == "local":
@@ -95,8 +100,9 @@ class RebootModule(Module):
             raise ModuleError(
                 f"could not start the reboot (exit {done.exit_code}): {done.stderr.strip()[-300:]}"
             )
-        time.sleep(1.0)
+        time.sleep(1.0 + max(0, args.get("post_reboot_delay") or 0))
         went_down = False
+        not_ready = False  # back on a new boot, but test_command does not succeed yet
         last_error = ""
         deadline = started + args["reboot_timeout"]
         down_by = started + args["down_timeout"]
@@ -109,6 +115,10 @@ class RebootModule(Module):
                 out = session.run(READ_IDS, timeout=10)
                 boot_id, _ = parse_ids(out.stdout)
                 if out.exit_code == 0 and boot_id and boot_id != old:
+                    if not self._test_passes(args, session, become):
+                        not_ready = True
+                        time.sleep(1.0)
+                        continue
                     return {
                         "boot_id_before": old,
                         "boot_id": boot_id,
@@ -128,6 +138,11 @@ class RebootModule(Module):
                 went_down = True
                 last_error = str(exc)[:200]
             time.sleep(1.0)
+        if not_ready:
+            raise ModuleError(
+                f"the host came back, but test_command `{args['test_command']}` did not "
+                f"succeed within {args['reboot_timeout']} s"
+            )
         if went_down:
             raise ModuleError(
                 f"the host went down and never came back within {args['reboot_timeout']} s "
@@ -136,6 +151,13 @@ class RebootModule(Module):
         raise ModuleError(
             f"the host did not go down: same boot id {old} after {args['reboot_timeout']} s"
         )
+
+    @staticmethod
+    def _test_passes(args: dict[str, Any], session: Session, become: bool | None) -> bool:
+        """The new boot is ready when ``test_command`` (if any) exits 0."""
+        if not args.get("test_command"):
+            return True
+        return session.run(args["test_command"], become=become, timeout=30).exit_code == 0
 
 
 __all__ = ["RebootModule", "TaskSkipped"]

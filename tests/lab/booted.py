@@ -468,6 +468,10 @@ def cleanup_stale() -> int:
 
 NVIDIA_PCI_VENDOR = "0x10de"
 PCI_CLASS_3D = "0x030200"  # 3D controller: what data-centre GPUs (H100, A100) report
+# An NVSwitch of an HGX board is an NVIDIA PCI function of class "bridge, other" (0x0680); its
+# device id from the PCI ID database (Debian package pci.ids, /usr/share/misc/pci.ids).
+NVSWITCH_DEVICE = "0x1af1"  # GA100 [A100 NVSwitch]
+PCI_CLASS_BRIDGE = "0x068000"
 _SLOT_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _DEVICE_RE = re.compile(r"^0x[0-9a-f]{4}$")
 
@@ -533,7 +537,7 @@ class StandinSys:
             for name, value in (
                 ("vendor", NVIDIA_PCI_VENDOR),
                 ("device", device),
-                ("class", PCI_CLASS_3D),
+                ("class", PCI_CLASS_BRIDGE if device == NVSWITCH_DEVICE else PCI_CLASS_3D),
                 ("subsystem_vendor", NVIDIA_PCI_VENDOR),
             ):
                 (dev / name).write_text(value + "\n")

@@ -6,8 +6,12 @@ there is no GPU. So that the baseline playbooks go through the REAL path (key, d
 versioned like NVIDIA's, whose contents stand in for the hardware side only, every one with a
 ``Description: STAND-IN ...``:
 
-- ``nvidia-open-580`` and ``cuda-drivers-580`` (580.95.05-1), each depending on
-  ``libnvidia-compute-580 (= 580.95.05-1)``, which installs
+- ``nvidia-open-580`` and ``cuda-drivers-580`` (580.95.05-1) with the REAL dependency of NVIDIA's
+  Debian repository, ``nvidia-driver (>= 580.65.06)``, and ``nvidia-driver`` twice: 580.95.05-1
+  (depending on ``libnvidia-compute-580 (= 580.95.05-1)``) and a newer branch 590.44.01-1 (on
+  ``libnvidia-compute-590``), so that without NVIDIA's pinning package apt floats to 590, as it
+  does against NVIDIA's repository; ``nvidia-driver-pinning-580`` (an apt preferences file that
+  holds the driver packages at 580.*, standing in for NVIDIA's). The library package installs
   - the NVML stand-in (tests/standins/nvml) as ``libnvidia-ml.so.580.95.05`` + ``.so.1`` link,
   - a stand-in ``nvidia-smi`` (C, answers through NVML; tests/standins/nvml/nvidia_smi.c),
   - ``/etc/nvml-standin/scenario``: one healthy Hopper GPU, driver 580.95.05, CUDA 13.0, and
@@ -23,8 +27,9 @@ versioned like NVIDIA's, whose contents stand in for the hardware side only, eve
 - ``linux-headers-$(uname -r)``: creates /lib/modules/$(uname -r)/build/Makefile (the running
   kernel is the machine's, whose headers Debian's archive may not have).
 - ``nvidia-container-toolkit`` (/usr/bin/nvidia-container-runtime-hook) depending on
-  ``nvidia-container-toolkit-base`` (nvidia-ctk, nvidia-container-runtime), both 1.17.8-1, with
-  the stand-ins of tests/standins/nvidia_toolkit (as in NVIDIA's split of the two packages).
+  ``nvidia-container-toolkit-base`` (nvidia-ctk, nvidia-container-runtime) and
+  ``libnvidia-container-tools`` (which depends on ``libnvidia-container1``), all four 1.17.8-1,
+  with the stand-ins of tests/standins/nvidia_toolkit (as in NVIDIA's split of the packages).
 
 Stand-in host tools (no package): ``install_standin_mokutil(host, state)`` and
 ``install_standin_snap_docker(host)``.
@@ -85,7 +90,14 @@ DRIVER = StandinDriver("580", "580.95.05", 13000)  # what the baseline installs
 # An older branch in the same repository, for upgrade tests (install it, reboot, then upgrade):
 # the library packages conflict like the real ones, so apt replaces one with the other.
 OLD_DRIVER = StandinDriver("535", "535.247.01", 12020)
-DRIVERS = (DRIVER, OLD_DRIVER)
+# A newer branch that DRIVER's metapackages' real dependency (nvidia-driver >= 580.65.06) accepts.
+NEW_DRIVER = StandinDriver("590", "590.44.01", 13010)
+DRIVERS = (DRIVER, OLD_DRIVER, NEW_DRIVER)
+# Branches whose metapackages depend on the floating nvidia-driver package, as NVIDIA's Debian
+# repository does from R580 (the 535 stand-ins keep the older exact dependency on the library).
+FLOATING = {DRIVER.branch: "580.65.06"}
+PINNING_PACKAGE = f"nvidia-driver-pinning-{DRIVER.branch}"
+PINNING_FILE = f"/etc/apt/preferences.d/{PINNING_PACKAGE}"
 
 DRIVER_BRANCH = DRIVER.branch
 DRIVER_VERSION = DRIVER.version
@@ -96,7 +108,12 @@ CUDA_DRIVER_VERSION = DRIVER.cuda
 NVML_VERSION = DRIVER.nvml_version
 TOOLKIT_VERSION = nvidia_toolkit.CTK_VERSION  # 1.17.8
 TOOLKIT_DEB_VERSION = f"{TOOLKIT_VERSION}-1"
-TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base")
+TOOLKIT_PACKAGES = (
+    "nvidia-container-toolkit",
+    "nvidia-container-toolkit-base",
+    "libnvidia-container-tools",
+    "libnvidia-container1",
+)
 HEADERS_DEB_VERSION = "1.0-1"
 
 SCENARIO_PATH = "/etc/nvml-standin/scenario"
@@ -225,6 +242,35 @@ def _package(
     return deb
 
 
+FABRIC_UNIT_TEXT = """[Unit]
+Description=STAND-IN NVIDIA fabric manager (no NVSwitch hardware here)
+
+[Service]
+ExecStart=/bin/sleep infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def build_standin_fabricmanager(out: Path, branch: str, version: str) -> Path:
+    """STAND-IN ``nvidia-fabricmanager-<branch>`` (NVIDIA's package for NVSwitch systems): its
+    ``nvidia-fabricmanager.service`` only runs, so the unit is active as on an HGX host."""
+    need_binary("dpkg-deb", "dpkg")
+    work = Path(tempfile.mkdtemp(prefix="fabricmanager-", dir=out))
+    unit = "/lib/systemd/system/nvidia-fabricmanager.service"
+    return _package(
+        work,
+        out,
+        f"nvidia-fabricmanager-{branch}",
+        f"{version}-1",
+        _architecture(),
+        "NVIDIA fabric manager service (runs, manages nothing)",
+        {unit: FABRIC_UNIT_TEXT},
+        scripts={"postinst": "#!/bin/sh\nsystemctl enable --now nvidia-fabricmanager.service\n"},
+    )
+
+
 def _load_module_script(version: str) -> str:
     return f"""#!/bin/sh
 # STAND-IN for the kernel loading the nvidia module at boot ({version}). Writes the
@@ -312,6 +358,64 @@ def _library_package(
     )
 
 
+def _driver_packages(work: Path, out: Path, arch: str, driver: StandinDriver) -> list[Path]:
+    """``nvidia-driver`` at this branch's version, and the branch-named metapackages (none for
+    NEW_DRIVER: from R590 the names carry no branch)."""
+    debs = [
+        _package(
+            work,
+            out,
+            "nvidia-driver",
+            driver.deb_version,
+            arch,
+            f"NVIDIA driver {driver.version} (the package NVIDIA's metapackages float through)",
+            {},
+            depends=f"{driver.library_package} (= {driver.deb_version})",
+        )
+    ]
+    if driver is NEW_DRIVER:
+        return debs
+    floor = FLOATING.get(driver.branch)
+    depends = (
+        f"nvidia-driver (>= {floor})"
+        if floor
+        else f"{driver.library_package} (= {driver.deb_version})"
+    )
+    for name in driver.packages:
+        debs.append(
+            _package(
+                work,
+                out,
+                name,
+                driver.deb_version,
+                arch,
+                f"NVIDIA driver {driver.version} metapackage (named like the CUDA repo's)",
+                {},
+                depends=depends,
+            )
+        )
+    return debs
+
+
+def _pinning_package(work: Path, out: Path, driver: StandinDriver) -> Path:
+    """nvidia-driver-pinning-<branch>: apt preferences holding the driver at the branch."""
+    prefs = (
+        f"# STAND-IN for NVIDIA's {PINNING_PACKAGE}: the driver packages stay on {driver.branch}\n"
+        "Package: nvidia-driver nvidia-open cuda-drivers libnvidia-compute*\n"
+        f"Pin: version {driver.branch}.*\n"
+        "Pin-Priority: 1000\n"
+    )
+    return _package(
+        work,
+        out,
+        f"nvidia-driver-pinning-{driver.branch}",
+        driver.deb_version,
+        "all",
+        f"NVIDIA driver branch {driver.branch} pinning (apt preferences)",
+        {f"/etc/apt/preferences.d/nvidia-driver-pinning-{driver.branch}": prefs},
+    )
+
+
 def build_standin_debs(out: Path, kernel: str | None = None) -> list[Path]:
     """Build every stand-in package into ``out``; returns the .deb paths.
 
@@ -368,24 +472,36 @@ def build_standin_debs(out: Path, kernel: str | None = None) -> list[Path]:
                         nvidia_toolkit.NVIDIA_CONTAINER_RUNTIME_HOOK
                     )
                 },
-                depends=f"nvidia-container-toolkit-base (= {TOOLKIT_DEB_VERSION})",
+                depends=(
+                    f"nvidia-container-toolkit-base (= {TOOLKIT_DEB_VERSION}), "
+                    f"libnvidia-container-tools (>= {TOOLKIT_DEB_VERSION}), "
+                    "libnvidia-container-tools (<< 2.0.0)"
+                ),
             ),
+            _package(
+                work,
+                out,
+                "libnvidia-container-tools",
+                TOOLKIT_DEB_VERSION,
+                arch,
+                "NVIDIA container runtime library (command-line tools)",
+                {},
+                depends=f"libnvidia-container1 (>= {TOOLKIT_DEB_VERSION})",
+            ),
+            _package(
+                work,
+                out,
+                "libnvidia-container1",
+                TOOLKIT_DEB_VERSION,
+                arch,
+                "NVIDIA container runtime library",
+                {},
+            ),
+            _pinning_package(work, out, DRIVER),
         ]
         for driver in DRIVERS:
             debs.append(_library_package(work, out, arch, multiarch, driver))
-            for name in driver.packages:
-                debs.append(
-                    _package(
-                        work,
-                        out,
-                        name,
-                        driver.deb_version,
-                        arch,
-                        f"NVIDIA driver {driver.version} metapackage (named like the CUDA repo's)",
-                        {},
-                        depends=f"{driver.library_package} (= {driver.deb_version})",
-                    )
-                )
+            debs += _driver_packages(work, out, arch, driver)
         return debs
     finally:
         shutil.rmtree(work, ignore_errors=True)

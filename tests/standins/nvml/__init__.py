@@ -53,9 +53,21 @@ def _compile(source: str, flags: tuple[str, ...], kind: str, name: str) -> str:
     return out_dir
 
 
+LIB_VERSION = "550.54.15"  # the file name a real driver gives it; the scenario's BASE driver
+
+
 def build() -> str:
-    """Compile the stand-in once per source version; return the folder holding the library."""
-    return _compile(SOURCE, LIB_FLAGS, "nvml", "libnvidia-ml.so.1")
+    """Compile the stand-in once per source version; return the folder holding the library.
+
+    Like a real driver, ``libnvidia-ml.so.1`` is a link to ``libnvidia-ml.so.<version>``: the
+    probe reads the version of the library it loaded from that name (/proc/self/maps)."""
+    folder = _compile(SOURCE, LIB_FLAGS, "nvml", f"libnvidia-ml.so.{LIB_VERSION}")
+    link = os.path.join(folder, "libnvidia-ml.so.1")
+    if not os.path.islink(link):
+        tmp = f"{link}.{os.getpid()}.tmp"
+        os.symlink(f"libnvidia-ml.so.{LIB_VERSION}", tmp)
+        os.replace(tmp, link)
+    return folder
 
 
 def build_nvidia_smi() -> str:
@@ -98,6 +110,7 @@ def healthy_gpu(i: int, name: str = "NVIDIA RTX A6000") -> dict[str, object]:
         f"gpu{i}.pcie_max": 16,
         f"gpu{i}.clocks": "0x1",
         f"gpu{i}.procs": "",
+        f"gpu{i}.inforom": 0,
     }
 
 
@@ -115,6 +128,12 @@ def scenario(kind: str, pids: tuple[int, ...] = ()) -> dict[str, object]:
         return two
     if kind == "mismatch":
         return {"init": "!18"}
+    if kind == "inforom":
+        return {**two, "gpu0.inforom": "!14"}
+    if kind == "mig":
+        return {**two, "gpu0.mig": 1, "gpu1.mig": 0}
+    if kind == "hung_driver":
+        return {**two, "init_sleep": 60}
     if kind == "lost_gpu":
         return {**two, "gpu1.handle": "!15"}
     if kind == "ecc":

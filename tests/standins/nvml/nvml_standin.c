@@ -6,10 +6,12 @@
  * the path the stand-in driver package installs): "key=value" lines, '#' comments.
  * Any value written as "!N" makes that call return NVML error N (3 = not supported,
  * 15 = GPU is lost, 18 = driver/library mismatch...). Keys:
- *   init, driver, nvml, cuda, count, module_version_file,
+ *   init, init_sleep (seconds nvmlInit blocks, a hung driver), driver, nvml, cuda, count,
+ *   module_version_file,
  *   gpuI.handle, .name, .uuid, .mem_total, .mem_used, .util_gpu, .util_mem, .temp, .power (mW),
  *   .persistence, .ecc_unc, .remap ("corr,unc,pending,failure"), .retired_pending, .pcie_cur,
- *   .pcie_max, .clocks (hex or decimal bit mask), .procs ("pid:bytes,pid:bytes")
+ *   .pcie_max, .clocks (hex or decimal bit mask), .procs ("pid:bytes,pid:bytes"),
+ *   .inforom ("0" valid, "!14" corrupted, as nvmlDeviceValidateInforom answers), .mig ("1"/"0")
  * A missing key returns 3 (not supported), except init/handle (success) and count (0).
  * module_version_file (the packaged scenario sets /sys/module/nvidia/version) mirrors the real
  * driver's start-up: nvmlInit fails with 9 (driver not loaded) when that file is missing or empty
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAXE 512
 static char keys[MAXE][64];
@@ -101,6 +104,8 @@ static int module_state(void) {
 int nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
     unsigned long long rc = 0;
+    const char *hang = get("init_sleep"); /* a hung driver: nvmlInit blocks this many seconds */
+    if (hang) sleep((unsigned int)atoi(hang));
     const char *v = get("init");
     if (v && v[0] == '!') return atoi(v + 1);
     if (v) num(v, &rc);
@@ -223,4 +228,13 @@ int nvmlDeviceGetComputeRunningProcesses_v3(void *d, unsigned int *count, proc_t
 }
 int nvmlDeviceGetComputeRunningProcesses_v2(void *d, unsigned int *count, proc_t *infos) {
     return nvmlDeviceGetComputeRunningProcesses_v3(d, count, infos);
+}
+
+int nvmlDeviceValidateInforom(void *d) {
+    unsigned long long x; return dev_num(d, "inforom", &x);
+}
+int nvmlDeviceGetMigMode(void *d, unsigned int *current, unsigned int *pending) {
+    unsigned long long x; int rc = dev_num(d, "mig", &x);
+    if (!rc) { *current = (unsigned int)x; *pending = (unsigned int)x; }
+    return rc;
 }

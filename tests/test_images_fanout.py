@@ -1,0 +1,294 @@
+"""Shared images with fan-out (issue 17): each layer crosses the uplink once.
+
+Four booted Debian hosts with real dockerd (Debian's docker.io); the first also runs the real
+registry (Debian's docker-registry), reached only through a rate-limited proxy (tests/lab/
+uplink.py, 20 MB/s) that stands for the lab's internet link. The shipped playbooks/images.yml runs
+through the CLI as a user runs it, with ``images_fanout: true``. Every expectation is read from
+the hosts (``docker image inspect`` over nsenter), from the registry's own access log and from
+the proxy's byte count, never through the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provision.audit.probe import pin_tag
+from provision.engine import ApplyOptions, Event, PlaybookResult, run_playbook
+from provision.inventory import load_inventory
+from tests.lab.booted import (
+    BootedHost,
+    booted_hosts,  # noqa: F401  (pytest fixture, imported explicitly)
+    write_inventory,
+    write_known_hosts,
+)
+from tests.lab.images import Upstream, prepare_upstream
+from tests.lab.uplink import Uplink
+from tests.test_cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES_YML = str(REPO / "playbooks" / "images.yml")
+UPLINK_RATE = 20e6  # bytes per second: a slow internet link
+IMAGE_MB = 32  # one incompressible layer of this many MB (random data) plus busybox
+
+
+@dataclass
+class FanLab:
+    hosts: list[BootedHost]
+    workdir: Path
+    uplink: Uplink
+    upstream: Upstream
+    ref: str  # through the uplink, pinned by digest
+
+    @property
+    def image_id(self) -> str:
+        return self.upstream.image_id
+
+    @property
+    def layers(self) -> list[str]:
+        return self.upstream.layers
+
+    @property
+    def layer_bytes(self) -> int:
+        return self.upstream.layer_bytes
+
+    def blob_gets(self) -> dict[str, int]:
+        return self.upstream.blob_gets()
+
+    def run(self, check: bool = False, **extra: Any) -> tuple[PlaybookResult, list[Event]]:
+        """images.yml through the engine (the CLI's own path), with every progress event."""
+        events: list[Event] = []
+        opts = ApplyOptions(
+            check=check,
+            known_hosts=(str(self.workdir / "known_hosts"),),
+            extra_vars={"shared_images": [self.ref], "images_fanout": True, **extra},
+            on_event=events.append,
+        )
+        inventory = load_inventory(str(self.workdir / "inventory.ini"))
+        return run_playbook(inventory, IMAGES_YML, opts), events
+
+    def changes(self, result: PlaybookResult) -> dict[str, list[str]]:
+        """The image task's changes per host (what the report says each host did)."""
+        return {r.host: r.changes for r in result.results if r.task == "shared images"}
+
+    def apply(self, *args: str, **extra: Any) -> Any:
+        """images.yml through the CLI, as a user runs it."""
+        vars_file = self.workdir / "vars.json"
+        doc = {"shared_images": [self.ref], "images_fanout": True, **extra}
+        vars_file.write_text(json.dumps(doc))
+        env = {**os.environ, "HOME": str(self.workdir)}
+        return cli(
+            "apply",
+            str(self.workdir / "inventory.ini"),
+            "-p",
+            IMAGES_YML,
+            "-e",
+            f"@{vars_file}",
+            "--known-hosts",
+            str(self.workdir / "known_hosts"),
+            "--retry-file",
+            str(self.workdir / "images.retry"),
+            *args,
+            env=env,
+        )
+
+    def audit(self) -> dict[str, Any]:
+        env = {**os.environ, "HOME": str(self.workdir)}
+        r = cli(
+            "audit",
+            str(self.workdir / "inventory.ini"),
+            "--known-hosts",
+            str(self.workdir / "known_hosts"),
+            "--require-image",
+            self.ref,
+            "--format",
+            "json",
+            env=env,
+        )
+        assert r.stdout.strip(), r.stderr
+        return {h["host"]: h for h in json.loads(r.stdout)["hosts"]}
+
+    def held_id(self, host: BootedHost) -> str | None:
+        """The image ID the host holds under the pin (by registry digest or the pin tag)."""
+        for candidate in (self.ref, pin_tag(self.ref)):
+            done = host.exec(
+                f"docker image inspect --format '{{{{.Id}}}}' {candidate}", check=False
+            )
+            if done.returncode == 0:
+                return done.stdout.strip()
+        return None
+
+    def drop(self, host: BootedHost) -> None:
+        self.upstream.drop(host)
+        assert self.held_id(host) is None
+
+    def recap_line(self, out: str, host: str) -> str:
+        lines = [ln for ln in out.splitlines() if ln.startswith(host) and "changed=" in ln]
+        assert lines, out[-2000:]
+        return lines[-1]
+
+
+def _kill_docker_load(victim: BootedHost, killed: list[str]) -> None:
+    """Wait for `docker load` on the victim, let it take about half the image, kill it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ps = victim.exec("pgrep -f '^docker load' || true").stdout.split()
+        if ps:
+            time.sleep(3.0)  # about half of the stream, at 6 MB/s
+            victim.exec("pkill -KILL -f '^docker load' || true")
+            killed.append(ps[0])
+            return
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def fan(booted_hosts, tmp_path_factory) -> Iterator[FanLab]:  # noqa: F811
+    hosts = booted_hosts(4, prefix="fan")
+    upstream = prepare_upstream(hosts, IMAGE_MB)
+    workdir = tmp_path_factory.mktemp("fanout")
+    write_inventory(hosts, workdir / "inventory.ini")
+    write_known_hosts(hosts, workdir / "known_hosts")
+    host, port = upstream.registry.rsplit(":", 1)
+    with Uplink((host, int(port)), UPLINK_RATE) as uplink:
+        yield FanLab(
+            hosts, workdir, uplink, upstream, f"{uplink.endpoint}/lab/fan@{upstream.digest}"
+        )
+    upstream.origin.exec("systemctl stop docker-registry", check=False)
+
+
+def test_check_says_which_host_pulls_and_which_receive(fan: FanLab) -> None:
+    for host in fan.hosts:
+        assert fan.held_id(host) is None
+    result, _ = fan.run(check=True)
+    assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]
+    changes = fan.changes(result)
+    pullers = [
+        h
+        for h, c in changes.items()
+        if c == [f"pull {fan.ref} (fan-out: the source for the others)"]
+    ]
+    assert len(pullers) == 1, changes
+    (puller,) = pullers
+    for host in fan.hosts:
+        if host.name != puller:
+            assert changes[host.name] == [
+                f"receive {fan.ref} over the LAN from {puller} (fan-out)"
+            ], changes
+    assert fan.uplink.down < 1e6  # --check asked for manifests only, never a layer
+    for host in fan.hosts:
+        assert fan.held_id(host) is None
+
+
+def test_each_layer_crosses_the_uplink_once_and_all_end_at_the_pinned_digest(fan: FanLab) -> None:
+    fan.uplink.reset()
+    before = fan.blob_gets()
+    started = time.monotonic()
+    result, _ = fan.run()
+    wall = time.monotonic() - started
+    assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]
+    after = fan.blob_gets()
+    # The registry served every layer once, and the uplink carried about one image.
+    assert {d: after.get(d, 0) - before.get(d, 0) for d in fan.layers} == {d: 1 for d in fan.layers}
+    assert fan.layer_bytes <= fan.uplink.down < 1.2 * fan.layer_bytes, (fan.uplink.down, wall)
+    for host in fan.hosts:
+        assert fan.held_id(host) == fan.image_id, host.name
+    changes = fan.changes(result)
+    pulled = [h for h, c in changes.items() if c and c[0].startswith(f"pull {fan.ref} (fan-out")]
+    received = {
+        h: m.group(1)
+        for h, c in changes.items()
+        if c
+        and (
+            m := re.fullmatch(
+                rf"receive {re.escape(fan.ref)} from (\S+) over the LAN \(fan-out\)", c[0]
+            )
+        )
+    }
+    assert len(pulled) == 1 and len(received) == 3, changes
+    # A tree, not a star: a host that received became a source for another in the next round.
+    assert all(src != h and src in set(received) | set(pulled) for h, src in received.items())
+    assert set(received.values()) & set(received), received
+    for r in result.results:
+        if r.task == "shared images":
+            (item,) = r.data["results"]
+            assert item["bytes"] > fan.layer_bytes and item["attempts"] == 1, item
+    print(f"\nfan-out, 4 hosts: uplink {fan.uplink.down / 1e6:.1f} MB in {wall:.1f} s")
+
+    # Converged: nothing moves, no layer is asked of the registry.
+    fan.uplink.reset()
+    again, _ = fan.run()
+    assert again.exit_code == 0
+    assert {h: s.changed for h, s in again.stats.items()} == {h.name: 0 for h in fan.hosts}
+    assert fan.blob_gets() == after and fan.uplink.down == 0
+
+    # The audit finds the pinned image on all four, digest verified.
+    report = fan.audit()
+    for host in fan.hosts:
+        images = report[host.name]["facts"]["docker"]["images"]
+        (img,) = [i for i in images if i["ref"] == fan.ref]
+        assert img["present"] is True and img["digest_match"] is True, (host.name, img)
+        assert img["id"] == fan.image_id
+        statuses = [c for c in report[host.name]["checks"] if c["id"] == "docker.image"]
+        assert [(c["status"], c["message"]) for c in statuses] == [("OK", f"{fan.ref}: present")]
+
+
+def test_a_load_killed_halfway_leaves_nothing_present_and_the_rerun_completes(
+    fan: FanLab,
+) -> None:
+    victim = fan.hosts[-1]
+    fan.drop(victim)
+    killed: list[str] = []
+    killer = threading.Thread(target=_kill_docker_load, args=(victim, killed))
+    killer.start()
+    # 6 MB/s over the LAN: the ~34 MB stream takes ~6 s; no retries, so the kill shows.
+    r = fan.apply("-v", images_fanout_rate=6e6, images_pull_retries=0)
+    killer.join()
+    assert killed, "docker load never ran on the victim"
+    assert r.returncode == 2, r.stdout[-3000:]
+    assert re.search(rf"failed: \[{victim.name}\] .*receiving {re.escape(fan.ref)} from", r.stdout)
+    assert "failed=1" in fan.recap_line(r.stdout, victim.name)
+    # -v showed the transfer's bytes, rate, ETA and the lab-wide total while it ran.
+    progress = rf"progress: \[{victim.name}\] .* from \S+: [\d.]+ MB of [\d.]+ MB at [\d.]+ MB/s, "
+    assert re.search(progress + r"ETA \d+ s; lab-wide [\d.]+ MB of [\d.]+ MB", r.stdout), r.stdout
+    # Nothing half-loaded is reported present: not by docker, not by the module, not the audit.
+    assert fan.held_id(victim) is None
+    checked, _ = fan.run(check=True)
+    assert fan.changes(checked)[victim.name][0].startswith(f"receive {fan.ref} over the LAN")
+    img = [i for i in fan.audit()[victim.name]["facts"]["docker"]["images"] if i["ref"] == fan.ref]
+    assert img and img[0]["present"] is False
+
+    fan.uplink.reset()
+    rerun = fan.apply()
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert "changed=1" in fan.recap_line(rerun.stdout, victim.name)
+    assert fan.held_id(victim) == fan.image_id
+    assert fan.uplink.down < 1e6  # received over the LAN, not pulled again
+
+
+def test_a_load_killed_halfway_is_retried_in_the_same_run(fan: FanLab) -> None:
+    victim = fan.hosts[1]
+    fan.drop(victim)
+    killed: list[str] = []
+    killer = threading.Thread(target=_kill_docker_load, args=(victim, killed))
+    killer.start()
+    result, events = fan.run(images_fanout_rate=6e6, images_pull_retry_delay=1)
+    killer.join()
+    assert killed, "docker load never ran on the victim"
+    assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]
+    (item,) = next(
+        r for r in result.results if r.host == victim.name and r.task == "shared images"
+    ).data["results"]
+    assert item["attempts"] == 2 and item["received"] is True, item
+    assert fan.held_id(victim) == fan.image_id
+    # The progress events carried bytes, rate, ETA and the lab-wide total.
+    texts = [e.result.msg for e in events if e.status == "progress" and e.host == victim.name]
+    assert texts and all(re.search(r"MB/s, ETA \d+ s; lab-wide", t) for t in texts), texts
