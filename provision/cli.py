@@ -1029,6 +1029,7 @@ class _ApplyProgress:
         if ev.status == "start" or (ev.status == "progress" and not self.verbose):
             return
         printable = ev.status == "changed" or (self.verbose and ev.status in ("ok", "skipped"))
+        printable = printable or (ev.result is not None and ev.result.shown)
         ready = self.groups.add(ev, printable)
         if ev.result is not None and ev.result.unpredictable:
             self.unpredicted.setdefault(f"{ev.play} / {ev.task}", None)
@@ -1086,6 +1087,7 @@ def cmd_apply(args: argparse.Namespace, env: Environment) -> int:
         default_user=args.user,
         default_key=args.private_key,
         limit_base_dir=os.getcwd(),
+        verbosity=args.verbose,
         on_event=progress,
     )
     if args.list_tasks:

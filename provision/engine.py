@@ -34,12 +34,23 @@ from provision.executor import (
 )
 from provision.fanout import FanOut
 from provision.inventory import Inventory
+from provision.loops import LoopError, item_scope, loop_items
 from provision.modules import MODULES, TaskSkipped
-from provision.modules.base import ArgError, Context, Module, ModuleError, Plan
+from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, coerce
 from provision.modules.control import TaskFailure
 from provision.modules.facts import FACTS_SCRIPT, parse_facts
 from provision.patterns import select_hosts
-from provision.playbook import Play, Playbook, PlaybookError, Task, load_playbook, parse_serial
+from provision.playbook import (
+    Play,
+    Playbook,
+    PlaybookError,
+    Task,
+    load_playbook,
+    load_task_file,
+    parse_serial,
+    task_file,
+)
+from provision.shell import quote
 from provision.ssh import CommandTimeout, OutputBudget, Session
 from provision.target import conn_spec
 from provision.templating import (
@@ -74,6 +85,7 @@ class ApplyOptions:
     default_user: str | None = None
     default_key: str | None = None
     limit_base_dir: str = "."
+    verbosity: int = 0  # the -v count (debug's ``verbosity``)
     # Live progress; called from worker threads, one call at a time (the engine serialises).
     on_event: Callable[[Event], None] | None = None
 
@@ -104,6 +116,7 @@ class TaskResult:
     ignored: bool = False
     data: dict[str, Any] = field(default_factory=dict)
     unpredictable: bool = False  # skipped by --check: its effect cannot be known beforehand
+    shown: bool = False  # printed even when ok (debug: the user asked to see it)
 
 
 @dataclass
@@ -257,8 +270,27 @@ def split_reads(stdout: str, token: str, count: int) -> list[str | None]:
 # -- running ---------------------------------------------------------------------------------
 
 
+MAX_INCLUDE_DEPTH = 32  # include_tasks within include_tasks: deeper is a file including itself
+
+# Boolean task keywords that may be ``{{ }}`` templates, rendered per host when the task runs.
+TEMPLATED_KEYWORDS = ("become", "ignore_errors", "no_log")
+
+
 def _is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def exports(env: Mapping[str, str]) -> str:
+    """Shell lines exporting ``env`` (each value quoted) ahead of a task's commands."""
+    return "".join(f"export {name}={quote(value)}\n" for name, value in env.items())
+
+
+def _value_of(name: str, variables: Vars, where: str) -> Any:
+    """debug's ``var``: the variable's value, or Ansible's "VARIABLE IS NOT DEFINED!"."""
+    try:
+        return render("{{ " + name + " }}", variables, where)
+    except TemplateError:
+        return "VARIABLE IS NOT DEFINED!"
 
 
 def retry_delays(retries: int, delay: float, backoff: bool) -> list[float]:
@@ -373,6 +405,10 @@ class _HostRun:
     failed: bool = False
     session: Session | None = None
     position: tuple[int, int] = (0, 0)  # (index, total) of the task running, for events
+    sequence: list[Task] = field(default_factory=list)  # the tasks running: play's or included
+    includes: list[str] = field(
+        default_factory=list
+    )  # the include_tasks being run, outermost first
 
     def vars(self) -> Vars:
         inv_host = self.engine.inventory.hosts[self.host]
@@ -399,10 +435,29 @@ class _HostRun:
         return task.check_mode if task.check_mode is not None else self.engine.options.check
 
     def become(self, task: Task) -> bool | None:
-        return task.become if task.become is not None else self.play.become
+        """The task's ``become`` (a resolved task's: see :meth:`resolved`), else the play's."""
+        return task.become if isinstance(task.become, bool) else self.play.become
+
+    def resolved(self, task: Task) -> Task:
+        """The task with its templated boolean keywords (``become: "{{ x }}"``) rendered for
+        this host; the task itself when it has none."""
+        templated = {k: v for k in TEMPLATED_KEYWORDS if _is_template(v := getattr(task, k))}
+        if not templated:
+            return task
+        variables = self.vars().child(task.vars)
+        values = {}
+        for key, value in templated.items():
+            try:
+                values[key] = coerce(Arg(key, "bool"), render(value, variables, task.where))
+            except ArgError as exc:
+                raise _TaskFailed(f"{task.where}: {exc}") from None
+        return dataclasses.replace(task, **values)
 
     def run(self, session: Session) -> None:
         self.session = session
+        self.sequence = self.engine.selected_tasks(self.play)  # what the first read batches
+        if self.play_ended():
+            return
         if self.play.gather_facts and "ansible_facts" not in self.runtime:
             try:
                 self.gather_facts()
@@ -417,22 +472,164 @@ class _HostRun:
         tasks = self.engine.selected_tasks(self.play)
         total = len(tasks)
         notified: set[str] = set()
-        for index, task in enumerate(tasks, 1):
-            result = self.run_task(task, index, total)
-            if result.status == "changed":
-                notified.update(task.notify)
-            if result.status == "failed" and not result.ignored:
-                self.failed = True
-                return
-        for handler in self.play.handlers:
-            if handler.name in notified or notified & set(handler.listen):
-                total += 1
-                result = self.run_task(handler, total, total)
+        if self.run_sequence(tasks, notified, None) and not self.play_ended():
+            self.run_handlers(notified, total + 1, total + 1)
+
+    def run_sequence(self, tasks: list[Task], notified: set[str], at: int | None) -> bool:
+        """Run ``tasks`` in order (the play's, or an included file's at the include's position
+        ``at``); their state reads are batched together. False: the host stops here."""
+        outer, self.sequence = self.sequence, tasks
+        try:
+            total = len(self.engine.selected_tasks(self.play))
+            for number, task in enumerate(tasks, 1):
+                index = at if at is not None else number
+                if self.play_ended():
+                    return False
+                module = MODULES[task.module]
+                if module.flow_control or module.includes_tasks:
+                    run = self.run_include if module.includes_tasks else self.run_meta
+                    if not run(task, index, total, notified):
+                        return False
+                    continue
+                result = self.run_task(task, index, total)
                 if result.status == "changed":
-                    notified.update(handler.notify)  # a handler may notify a later handler
+                    notified.update(task.notify)
                 if result.status == "failed" and not result.ignored:
                     self.failed = True
-                    return
+                    return False
+            return True
+        finally:
+            self.sequence = outer
+
+    def run_include(self, task: Task, index: int, total: int, notified: set[str]) -> bool:
+        """``include_tasks``: per loop item whose ``when`` holds, the file named (a template)
+        is read now and its tasks run with the item and the include's vars."""
+        self.emit(task, index, total, "start", None)
+        try:
+            runs = self.included(task)
+        except (_TaskFailed, TemplateError, PlaybookError, LoopError) as exc:
+            failed = self.failure(task, exc)
+            self.emit(task, index, total, "failed", failed)
+            return self.settled_failure(failed)
+        status = "ok" if runs else "skipped"  # Ansible counts each file included, per item
+        done = TaskResult(self.host, self.play.name, task.name, status)
+        self.engine.record(done)
+        self.emit(task, index, total, status, done)
+        if runs:
+            self.stats.ok += len(runs)
+        else:
+            self.stats.skipped += 1
+        if len(self.includes) >= MAX_INCLUDE_DEPTH:
+            failed = self.failure(
+                task, _TaskFailed(f"{task.where}: includes nested over {MAX_INCLUDE_DEPTH} deep")
+            )
+            self.emit(task, index, total, "failed", failed)
+            return self.settled_failure(failed)
+        opts = self.engine.options
+        for scope, tasks in runs:
+            selected = [
+                dataclasses.replace(t, vars={**scope, **t.vars})
+                for t in tasks
+                if task_selected(t, opts.tags, opts.skip_tags)
+            ]
+            self.includes.append(task.where)
+            try:
+                if not self.run_sequence(selected, notified, index):
+                    return False
+            finally:
+                self.includes.pop()
+        return True
+
+    def included(self, task: Task) -> list[tuple[dict[str, Any], list[Task]]]:
+        """(the variables, the tasks) of each run of an include: one per loop item."""
+        base = self.vars().child(task.vars)
+        scopes: list[dict[str, Any]] = [{}]
+        if task.loop is not None:
+            items = loop_items(
+                task.loop_kind, render(task.loop, base, task.where), self.play.base_dir, task.where
+            )
+            scopes = [
+                item_scope(
+                    items,
+                    i,
+                    loop_var=task.loop_var,
+                    index_var=task.index_var,
+                    extended=task.loop_extended,
+                )
+                for i in range(len(items))
+            ]
+        runs = []
+        handlers = {h.name for h in self.play.handlers} | {
+            topic for h in self.play.handlers for topic in h.listen
+        }
+        for scope in scopes:
+            scoped = base.child(scope)
+            if not condition(task.when, scoped, task.where):
+                continue
+            name = str(render(task.args.get("file"), scoped, task.where))
+            path = task_file(task.file, name, self.play.base_dir)
+            tasks = load_task_file(path, False, task.where)
+            for t in tasks:
+                missing = [n for n in t.notify if n not in handlers]
+                if missing:
+                    raise _TaskFailed(f"{t.where}: notify names no handler: '{missing[0]}'")
+            runs.append(({**task.vars, **scope}, tasks))
+        return runs
+
+    def settled_failure(self, failed: TaskResult) -> bool:
+        """A failure outside run_task (an include that cannot be read): counted, recorded."""
+        self.failed = True
+        self.stats.failed += 1
+        self.engine.record(failed)
+        return False
+
+    @staticmethod
+    def resolved_later(task: Task) -> bool:
+        """A task whose become/no_log is a template: its read waits until it runs."""
+        return any(_is_template(getattr(task, k)) for k in TEMPLATED_KEYWORDS)
+
+    def play_ended(self) -> bool:
+        """A ``meta: end_play`` on any host of this play ends it for every host."""
+        return id(self.play) in self.engine.ended_plays
+
+    def run_handlers(self, notified: set[str], index: int, total: int) -> bool:
+        """The handlers notified so far, in the play's order (a handler may notify a later
+        one); ``notified`` is emptied. False when one failed and the host stops."""
+        for handler in self.play.handlers:
+            if handler.name in notified or notified & set(handler.listen):
+                result = self.run_task(handler, index, max(index, total))
+                if result.status == "changed":
+                    notified.update(handler.notify)
+                if result.status == "failed" and not result.ignored:
+                    self.failed = True
+                    return False
+        notified.clear()
+        return True
+
+    def run_meta(self, task: Task, index: int, total: int, notified: set[str]) -> bool:
+        """``meta``: carried out by the engine and, as in Ansible, counted in no recap column;
+        end_host and end_play leave the notified handlers unrun. False: the host stops."""
+        action = str(task.args.get("free_form"))
+        self.emit(task, index, total, "start", None)
+        try:
+            held = action == "flush_handlers" or condition(task.when, self.vars(), task.where)
+        except TemplateError as exc:
+            failed = self.failure(task, exc)
+            self.emit(task, index, total, "failed", failed)
+            return self.settled_failure(failed)
+        ends = held and action in ("end_host", "end_play")
+        status = "ok" if held else "skipped"
+        shown = index if not ends else total
+        self.emit(
+            task, shown, total, status, TaskResult(self.host, self.play.name, task.name, status)
+        )
+        if not held:
+            return True
+        if action == "flush_handlers":
+            return self.run_handlers(notified, index, total)
+        if action == "end_play":
+            self.engine.ended_plays.add(id(self.play))
+        return not ends
 
     def emit(self, task: Task, index: int, total: int, status: str, result: TaskResult | None):
         self.engine.emit(Event(self.host, self.play.name, task.name, index, total, status, result))
@@ -440,6 +637,11 @@ class _HostRun:
     def run_task(self, task: Task, index: int, total: int) -> TaskResult:
         self.emit(task, index, total, "start", None)
         self.position = (index, total)
+        try:
+            task = self.resolved(task)
+        except (_TaskFailed, TemplateError) as exc:  # its keywords stay unknown: not ignored
+            task = dataclasses.replace(task, ignore_errors=False, no_log=bool(task.no_log))
+            return self.settled(task, index, total, self.failure(task, exc))
         try:
             gate = self.engine.throttle(task, self.vars)
             if gate is not None:
@@ -454,6 +656,10 @@ class _HostRun:
         except CommandTimeout as exc:  # the host answered; this task ran past its bound
             after = f" after {exc.seconds:g}s" if exc.seconds is not None else ""
             result = self.failure(task, _TaskFailed(f"{task.where}: timed out{after}"))
+        return self.settled(task, index, total, result)
+
+    def settled(self, task: Task, index: int, total: int, result: TaskResult) -> TaskResult:
+        """A task's result registered, censored, counted, recorded and shown."""
         if result.status == "failed" and task.ignore_errors:
             result.ignored = True
         if task.register:
@@ -504,12 +710,28 @@ class _HostRun:
             if not condition(task.when, base, task.where):
                 return self.skipped(task, "conditional result was false")
             return self.execute_one(task, base)
-        items = render(task.loop, base, task.where)
-        if not isinstance(items, list):
-            raise _TaskFailed(f"{task.where}: loop must render to a list, got {items!r}")
+        try:
+            items = loop_items(
+                task.loop_kind, render(task.loop, base, task.where), self.play.base_dir, task.where
+            )
+        except LoopError as exc:
+            raise _TaskFailed(str(exc)) from None
         results = []
-        for item in items:
-            item_vars = base.child({"item": item})
+        scopes = []
+        for index in range(len(items)):
+            if index and task.loop_pause:
+                time.sleep(task.loop_pause)
+            scope = item_scope(
+                items,
+                index,
+                loop_var=task.loop_var,
+                index_var=task.index_var,
+                extended=task.loop_extended,
+            )
+            item_vars = base.child(scope)
+            if task.loop_label is not None:
+                scope["_ansible_item_label"] = render(task.loop_label, item_vars, task.where)
+            scopes.append(scope)
             if not condition(task.when, item_vars, task.where):
                 results.append(self.skipped(task, "conditional result was false"))
                 continue
@@ -519,7 +741,8 @@ class _HostRun:
         statuses = [r.status for r in results]
         data = {
             "results": [
-                dict(self.registered(r), item=i) for r, i in zip(results, items, strict=True)
+                {**self.registered(r), "item": sc[task.loop_var], **sc}
+                for r, sc in zip(results, scopes, strict=True)
             ]
         }
         if "failed" in statuses:
@@ -530,7 +753,7 @@ class _HostRun:
             status = "skipped"
         else:
             status = "ok"
-        msgs = [r.msg for r in results if r.status == "failed"]
+        msgs = [r.msg for r in results if r.status == "failed" or r.shown]
         diffs = [r.diff for r in results if r.diff]
         return TaskResult(
             self.host,
@@ -541,6 +764,7 @@ class _HostRun:
             diff="".join(diffs) or None,
             changes=[c for r in results for c in r.changes],
             data=data,
+            shown=any(r.shown for r in results),
         )
 
     def skipped(self, task: Task, why: str) -> TaskResult:
@@ -553,10 +777,12 @@ class _HostRun:
         ctx = Context(
             check=self.check(task),
             diff=opts.diff,
-            no_log=task.no_log,
+            no_log=bool(task.no_log),  # an unrendered template hides, to be safe
             base_dir=self.play.base_dir,
             render=lambda text: render_text(text, variables, task.where),
             peers=self.engine.fanout.member(self.host, self.session, self.progress_of(task)),
+            verbosity=opts.verbosity,
+            value_of=lambda name: _value_of(name, variables, task.where),
         )
         conditions = getattr(module, "conditions", ())
         plain = {k: v for k, v in task.args.items() if k not in conditions}
@@ -588,7 +814,7 @@ class _HostRun:
         key = (script, self.become(task))
         if key in self.cache:
             return self.cache[key]
-        tasks = self.engine.selected_tasks(self.play)
+        tasks = self.sequence
         position = next((i for i, t in enumerate(tasks) if t is task), None)
         after = position + 1 if position is not None else len(tasks)
         hidden = {script} if task.no_log else set()
@@ -615,8 +841,10 @@ class _HostRun:
         paths: dict[str, tuple[str, ...] | None] = dict(
             zip(first, first_paths or [None] * len(first), strict=True)
         )
-        for other in self.engine.selected_tasks(self.play)[after:]:
-            if other.loop is not None or self.become(other) != become:
+        for other in self.sequence[after:]:
+            if other.loop is not None or self.resolved_later(other):
+                continue
+            if self.become(other) != become:
                 continue
             if type(MODULES[other.module]).state_script is Module.state_script:
                 continue  # reads no state (fail, assert): nothing to prepare
@@ -748,7 +976,11 @@ class _HostRun:
             raise _TaskFailed(f"{task.where}: {exc}", getattr(exc, "data", None)) from None
         if plan.changed and not self.check(task) and hasattr(module, "execute"):
             return self.carry_out_controller(task, module, args, plan, variables, ctx)
-        return self.carry_out(task, plan, variables, module.paths(args))
+        result = self.carry_out(task, plan, variables, module.paths(args))
+        if module.sets_facts and result.status != "failed":
+            self.runtime.update(result.data.get("ansible_facts", {}))
+        result.shown = module.shows_result and result.status == "ok"
+        return result
 
     def unmet_in_check(self, task: Task, exc: Exception) -> bool:
         """In --check, a host refusal that may only mean "an earlier task would have made this
@@ -836,10 +1068,11 @@ class _HostRun:
             return self.judge(task, mk("changed", "would " + "; ".join(plan.changes)), variables)
         assert self.session is not None
         rc, stdout, stderr = 0, "", ""
+        exported = exports(self.environment(task, variables))
         self.forget(written)  # the host changes now: what this may touch is read afresh
         for step in plan.steps:
             done = self.session.run(
-                step.script,
+                exported + step.script,
                 stdin=step.stdin,
                 timeout=None if step.timeout is None else max(step.timeout, opts.command_timeout),
                 become=self.become(task),
@@ -865,6 +1098,22 @@ class _HostRun:
         else:
             result = mk("changed", "; ".join(plan.changes))
         return self.judge(task, result, variables)
+
+    def environment(self, task: Task, variables: Vars) -> dict[str, str]:
+        """The play's ``environment`` with the task's over it, rendered for this host."""
+        out: dict[str, str] = {}
+        for value in (self.play.environment, task.environment):
+            rendered = render(value, variables, task.where)
+            for item in rendered if isinstance(rendered, list) else [rendered]:
+                if item is None:
+                    continue
+                if not isinstance(item, dict):
+                    raise _TaskFailed(f"{task.where}: environment must be a mapping, got {item!r}")
+                for key, val in item.items():
+                    if not isinstance(key, str) or not key.isidentifier():
+                        raise _TaskFailed(f"{task.where}: environment: {key!r} is not a name")
+                    out[key] = "" if val is None else str(val)
+        return out
 
     def judge(self, task: Task, result: TaskResult, variables: Vars) -> TaskResult:
         """Apply ``failed_when`` and ``changed_when`` with the registered result visible."""
@@ -906,6 +1155,7 @@ class _Engine:
         self.started = time.monotonic()  # --deadline counts from here, over every play
         self.output = OutputBudget()  # the command output the whole run may hold
         self.fanout = FanOut(list(inventory.hosts))  # hosts sharing images (docker_image)
+        self.ended_plays: set[int] = set()  # id() of the plays a ``meta: end_play`` ended
 
     def throttle(
         self, task: Task, variables: Callable[[], Vars]

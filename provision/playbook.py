@@ -49,7 +49,21 @@ TASK_KEYWORDS = {
     "backoff",
     "throttle",
     "check_mode",
+    "loop_control",
+    "environment",
+    "become_user",
+    "become_method",
+    *(f"with_{kind}" for kind in ("items", "list", "dict", "fileglob")),
 }
+# Ansible's with_<lookup> forms this engine runs, and the loop each one means (docs.ansible.com
+# /ansible/latest/playbook_guide/playbooks_loops.html, "Migrating from with_X to loop").
+WITH_LOOPS = {
+    "with_items": "items",
+    "with_list": "list",
+    "with_dict": "dict",
+    "with_fileglob": "fileglob",
+}
+LOOP_CONTROL = {"loop_var", "index_var", "label", "pause", "extended"}
 PLAY_KEYWORDS = {
     "name",
     "hosts",
@@ -63,6 +77,8 @@ PLAY_KEYWORDS = {
     "gather_facts",
     "vars_files",
     "defaults",
+    "environment",
+    "become_method",
 }
 UNSUPPORTED_PLAY = {"roles", "pre_tasks", "post_tasks", "include"}
 IMPORT_KEYWORDS = {"import_playbook", "name"}
@@ -142,13 +158,13 @@ class Task:
     when: Any = None
     notify: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
-    become: bool | None = None
+    become: bool | str | None = None  # a str is a template, rendered when the task runs
     register: str | None = None
     loop: Any = None
-    ignore_errors: bool = False
+    ignore_errors: bool | str = False  # a str is a template, rendered when the task runs
     changed_when: Any = None
     failed_when: Any = None
-    no_log: bool = False
+    no_log: bool | str = False  # a str is a template (hidden until rendered)
     vars: dict[str, Any] = field(default_factory=dict)
     listen: list[str] = field(default_factory=list)
     retries: int | float | str | None = None  # a template is rendered when the task runs
@@ -157,6 +173,13 @@ class Task:
     backoff: bool = False
     throttle: int | str = 0  # 0: no limit; a template is rendered when the task runs
     check_mode: bool | None = None  # None: the run's --check; False: run even in --check
+    environment: Any = None  # a mapping (or a template of one) exported to its commands
+    loop_kind: str = "loop"  # loop, or the with_<lookup> it was written as (items, dict...)
+    loop_var: str = "item"
+    index_var: str | None = None
+    loop_label: Any = None
+    loop_pause: float = 0
+    loop_extended: bool = False
 
     @property
     def where(self) -> str:
@@ -179,6 +202,7 @@ class Play:
     serial_template: Any = None  # a templated ``serial``, rendered when the play runs
     max_fail_percentage: float | None = None
     gather_facts: bool = True
+    environment: Any = None  # every task's environment, under the task's own
     tasks: list[Task] = field(default_factory=list)
     handlers: list[Task] = field(default_factory=list)
 
@@ -214,6 +238,11 @@ def _bool(value: Any, where: str, key: str) -> bool:
     if text in ("no", "false", "off", "0", "n"):
         return False
     raise PlaybookError(f"{where}: '{key}' must be a boolean, got {value!r}")
+
+
+def _bool_or_template(value: Any, where: str, key: str) -> bool | str:
+    """A boolean task keyword, or a ``{{ }}`` template the engine renders when the task runs."""
+    return value if is_template(value) else _bool(value, where, key)
 
 
 def _str_list(value: Any, where: str, key: str) -> list[str]:
@@ -348,6 +377,21 @@ def _vars_file(
     return as_secrets(dict(data)) if is_vaulted(text) else dict(data)
 
 
+def read_vars_file(path: str) -> dict[str, Any]:
+    """A vars file (a YAML mapping) read when a task runs (include_vars); PlaybookError if not."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise PlaybookError(f"cannot read {path}: {exc.strerror}") from None
+    data = _load_yaml(text, path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PlaybookError(f"{path}:1: a vars file must hold a mapping of variables")
+    return dict(data)
+
+
 def _defaults(
     value: Any, path: str, where: str, secrets: tuple[VaultSecret, ...] = ()
 ) -> dict[str, Any]:
@@ -394,6 +438,8 @@ def _parse_play(
         play.become = _bool(raw["become"], where, "become")
     if raw.get("become_user") is not None:
         play.become_user = str(raw["become_user"])
+    _become_method(raw, where)
+    play.environment = _environment(raw.get("environment"), where)
     if _has_template(raw.get("serial")):
         play.serial_template = raw["serial"]
     else:
@@ -409,10 +455,9 @@ def _parse_play(
         items = raw.get(section) or []
         if not isinstance(items, list):
             raise PlaybookError(f"{where}: '{section}' must be a list of tasks")
-        for number, item in enumerate(items, 1):
-            if not isinstance(item, LineDict):
-                raise PlaybookError(f"{where}: {section} item {number} is not a mapping")
-            getattr(play, section).append(_parse_task(item, path, number, section == "handlers"))
+        getattr(play, section).extend(
+            parse_tasks(items, path, section == "handlers", f"{where}: {section}", ())
+        )
     names = {}
     for handler in play.handlers:
         names[handler.name] = handler
@@ -453,6 +498,12 @@ def _parse_task(raw: LineDict, path: str, number: int, handler: bool) -> Task:
     kind = "handler" if handler else "task"
     name = str(raw.get("name") or f"{kind} {number}")
     where = f"{path}:{raw.line}: {kind} '{name}'"
+    for key in raw:
+        if isinstance(key, str) and key.startswith("with_") and key not in WITH_LOOPS:
+            raise PlaybookError(
+                f"{path}:{raw.line_of(key)}: {kind} '{name}': '{key}' is not supported; "
+                f"use 'loop:' with a filter (Ansible's 'Migrating from with_X to loop')"
+            )
     modules = [key for key in raw if key not in TASK_KEYWORDS]
     for key in modules:
         if module_named(key) is None:
@@ -492,20 +543,23 @@ def _parse_task(raw: LineDict, path: str, number: int, handler: bool) -> Task:
     if "tags" in raw:
         task.tags = _str_list(raw["tags"], where, "tags")
     if "become" in raw:
-        task.become = _bool(raw["become"], where, "become")
+        task.become = _bool_or_template(raw["become"], where, "become")
     if "register" in raw:
         register = raw["register"]
         if not isinstance(register, str) or not _IDENT.match(register):
             raise PlaybookError(f"{where}: 'register' must be a variable name")
         task.register = register
-    if "loop" in raw:
-        loop = raw["loop"]
-        if not isinstance(loop, list) and not is_template(loop):
-            raise PlaybookError(f"{where}: 'loop' must be a list or a template")
-        task.loop = loop
+    _loop_keywords(task, raw, where)
+    task.environment = _environment(raw.get("environment"), where)
+    _become_method(raw, where)
+    if raw.get("become_user") is not None:  # one become user per connection (provision/ssh.py)
+        raise PlaybookError(
+            f"{where}: a task's 'become_user' is not supported yet; set 'become_user' on the "
+            "play, or ansible_become_user on the host"
+        )
     for key in ("ignore_errors", "no_log"):
         if key in raw:
-            setattr(task, key, _bool(raw[key], where, key))
+            setattr(task, key, _bool_or_template(raw[key], where, key))
     task.changed_when = raw.get("changed_when")
     task.failed_when = raw.get("failed_when")
     task_vars = raw.get("vars") or {}
@@ -516,6 +570,99 @@ def _parse_task(raw: LineDict, path: str, number: int, handler: bool) -> Task:
     if "check_mode" in raw:
         task.check_mode = _bool(raw["check_mode"], where, "check_mode")
     return task
+
+
+IMPORT_TASKS = ("import_tasks", "ansible.builtin.import_tasks")
+# What an import_tasks line may carry; when/tags/vars/become apply to every task it imports.
+IMPORT_TASKS_KEYWORDS = {*IMPORT_TASKS, "name", "when", "tags", "vars", "become"}
+
+
+def parse_tasks(
+    items: list[Any], path: str, handler: bool, where: str, open_files: tuple[str, ...]
+) -> list[Task]:
+    """A list of tasks written in ``path``, ``import_tasks`` inlined (Ansible's static import:
+    the imported tasks join the play's, so their state reads join the batched read)."""
+    out: list[Task] = []
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, LineDict):
+            raise PlaybookError(f"{where} item {number} is not a mapping")
+        key = next((k for k in IMPORT_TASKS if k in item), None)
+        if key is None:
+            out.append(_parse_task(item, path, number, handler))
+        else:
+            out.extend(_import_tasks(item, key, path, handler, open_files))
+    return out
+
+
+def task_file(including: str, name: str, play_dir: str) -> str:
+    """Where an included task file is: beside the file that names it, else in the play's
+    directory (Ansible searches both)."""
+    here = _relative(including, name)
+    there = os.path.normpath(os.path.join(play_dir, os.path.expanduser(name)))
+    return here if os.path.exists(here) or not os.path.exists(there) else there
+
+
+def load_task_file(
+    path: str, handler: bool, where: str, open_files: tuple[str, ...] = ()
+) -> list[Task]:
+    """The tasks of one task file (import_tasks, include_tasks); raises PlaybookError."""
+    if os.path.abspath(path) in open_files:
+        raise PlaybookError(f"{where}: include cycle: {path} is already being read")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise PlaybookError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    data = _load_yaml(text, path)
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise PlaybookError(f"{path}:1: a task file is a list of tasks")
+    opened = (*open_files, os.path.abspath(path))
+    return parse_tasks(data, path, handler, f"{path}: tasks", opened)
+
+
+def _import_tasks(
+    raw: LineDict, key: str, path: str, handler: bool, open_files: tuple[str, ...]
+) -> list[Task]:
+    where = f"{path}:{raw.line}: {key}"
+    for other in raw:
+        if other not in IMPORT_TASKS_KEYWORDS:
+            raise PlaybookError(
+                f"{path}:{raw.line_of(other)}: {key}: '{other}' is not supported on an import "
+                "(use include_tasks, or put it on the imported tasks)"
+            )
+    name = raw[key]
+    if isinstance(name, dict):
+        name = name.get("file")
+    if not isinstance(name, str) or not name.strip():
+        raise PlaybookError(f"{where}: expected a file name")
+    if is_template(name):
+        raise PlaybookError(
+            f"{where}: a templated file name needs include_tasks (imports are static)"
+        )
+    tasks = load_task_file(task_file(path, name, os.path.dirname(path)), handler, where, open_files)
+    extra_vars = raw.get("vars") or {}
+    if not isinstance(extra_vars, dict):
+        raise PlaybookError(f"{where}: 'vars' must be a mapping")
+    tags = _str_list(raw["tags"], where, "tags") if "tags" in raw else []
+    become = _bool_or_template(raw["become"], where, "become") if "become" in raw else None
+    for task in tasks:
+        task.when = _all_of(raw.get("when"), task.when)
+        task.tags = [*tags, *(t for t in task.tags if t not in tags)]
+        task.vars = {**extra_vars, **task.vars}
+        if task.become is None:
+            task.become = become
+    return tasks
+
+
+def _all_of(*conditions: Any) -> Any:
+    """Conditions that must all hold, as one ``when`` (None: none)."""
+    out: list[Any] = []
+    for cond in conditions:
+        if cond is not None:
+            out.extend(cond if isinstance(cond, list) else [cond])
+    return out or None
 
 
 # The options Ansible takes out of a command's or shell's free form (parsing/splitter.py
@@ -632,6 +779,93 @@ def _number(value: Any, where: str, key: str, *, integer: bool) -> int | float |
     if number < 0:
         raise PlaybookError(f"{where}: '{key}' must not be negative")
     return number
+
+
+# Ansible's become plugins; provision becomes through sudo only (provision/ssh.py).
+_BECOME_METHODS = {
+    "su",
+    "pbrun",
+    "pfexec",
+    "doas",
+    "dzdo",
+    "ksu",
+    "runas",
+    "machinectl",
+    "pmrun",
+    "sesu",
+    "enable",
+}
+
+
+def _become_method(raw: LineDict, where: str) -> None:
+    """``become_method``: sudo, as provision becomes; any other is refused with the reason."""
+    method = raw.get("become_method")
+    if method is None or method == "sudo":
+        return
+    if method in _BECOME_METHODS:
+        raise PlaybookError(
+            f"{where}: become_method '{method}' is not supported: provision becomes through "
+            "sudo only (remove become_method, or set it to sudo)"
+        )
+    raise PlaybookError(f"{where}: unknown become_method {method!r} (provision uses sudo)")
+
+
+def _environment(value: Any, where: str) -> Any:
+    """``environment``: a mapping of variable names (or a template, or a list of mappings,
+    merged in order) exported to the task's commands."""
+    if value is None or is_template(value):
+        return value
+    items = value if isinstance(value, list) else [value]
+    merged: dict[str, Any] = {}
+    for item in items:
+        if is_template(item):
+            return value  # rendered when the task runs
+        if not isinstance(item, dict):
+            raise PlaybookError(f"{where}: 'environment' must be a mapping of variables")
+        merged.update(item)
+    for key in merged:
+        if not isinstance(key, str) or not _IDENT.match(key):
+            raise PlaybookError(f"{where}: environment: {key!r} is not a variable name")
+    return merged
+
+
+def _loop_keywords(task: Task, raw: LineDict, where: str) -> None:
+    """``loop``, ``with_items``/``with_list``/``with_dict``/``with_fileglob`` (one of them) and
+    ``loop_control``."""
+    given = [k for k in ("loop", *WITH_LOOPS) if k in raw]
+    if len(given) > 1:
+        raise PlaybookError(f"{where}: {' and '.join(given)} are exclusive; give one loop")
+    if given:
+        key = given[0]
+        loop = raw[key]
+        if key == "loop" and not isinstance(loop, list) and not is_template(loop):
+            raise PlaybookError(f"{where}: 'loop' must be a list or a template")
+        if loop is None:
+            raise PlaybookError(f"{where}: '{key}' needs a value")
+        task.loop = loop
+        task.loop_kind = WITH_LOOPS.get(key, "loop")
+    control = raw.get("loop_control")
+    if control is None:
+        return
+    if not isinstance(control, dict):
+        raise PlaybookError(f"{where}: 'loop_control' must be a mapping")
+    for key in control:
+        if key not in LOOP_CONTROL:
+            known = ", ".join(sorted(LOOP_CONTROL))
+            raise PlaybookError(f"{where}: unknown loop_control key '{key}' (known: {known})")
+    for key in ("loop_var", "index_var"):
+        value = control.get(key)
+        if value is not None and (not isinstance(value, str) or not _IDENT.match(value)):
+            raise PlaybookError(f"{where}: loop_control '{key}' must be a variable name")
+    task.loop_var = control.get("loop_var") or "item"
+    task.index_var = control.get("index_var")
+    task.loop_label = control.get("label")
+    if control.get("pause") is not None:
+        if is_template(control["pause"]):
+            raise PlaybookError(f"{where}: loop_control 'pause' must be a number of seconds")
+        task.loop_pause = float(_number(control["pause"], where, "pause", integer=False))
+    if "extended" in control:
+        task.loop_extended = _bool(control["extended"], where, "extended")
 
 
 def _retry_keywords(task: Task, raw: LineDict, where: str) -> None:

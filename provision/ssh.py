@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from provision.errors import ProvisionError
 from provision.hostkeys import (
@@ -206,6 +206,10 @@ def _become_error(stderr: str, user: str, host: str, had_password: bool) -> Beco
     return None
 
 
+# ``with SSHSession(...).open() as s`` keeps the subclass type (typing.Self needs Python 3.11).
+_SessionT = TypeVar("_SessionT", bound="_BaseSession")
+
+
 class _BaseSession:
     """Shared become handling, ``put`` and bookkeeping; subclasses provide ``_exec``."""
 
@@ -305,7 +309,7 @@ class _BaseSession:
     def close(self) -> None:
         """Nothing to release here; subclasses close their transport."""
 
-    def __enter__(self) -> _BaseSession:
+    def __enter__(self: _SessionT) -> _SessionT:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,10 +49,10 @@ class Lab:
         self.playbooks = workdir / "playbooks"
         shutil.copytree(DATA, self.playbooks)
 
-    def apply(self, playbook: str = "booted_site.yml", **kw: object) -> PlaybookResult:
+    def apply(self, playbook: str = "booted_site.yml", **kw: Any) -> PlaybookResult:
         extra = {"groups_first": self.hosts[0].name}
-        extra.update(kw.pop("extra_vars", {}))  # type: ignore[arg-type]
-        opts = ApplyOptions(known_hosts=(str(self.known_hosts),), extra_vars=extra, **kw)  # type: ignore[arg-type]
+        extra.update(kw.pop("extra_vars", {}))
+        opts = ApplyOptions(known_hosts=(str(self.known_hosts),), extra_vars=extra, **kw)
         inventory = load_inventory(str(self.inventory_path))
         return run_playbook(inventory, str(self.playbooks / playbook), opts)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ GPU = {
     "persistence_mode": True,
     "processes": [],
 }
-FACTS = {
+FACTS: dict[str, Any] = {  # what gather returns: parsed JSON
     "host": {"nouveau_loaded": False, "secure_boot": False, "ntp_synced": True},
     "nvidia": {
         "pci_gpus": [{"address": "0000:01:00.0"}],

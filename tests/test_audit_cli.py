@@ -10,6 +10,8 @@ import pty
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -20,8 +22,16 @@ from tests.standins import nvml
 from tests.test_cli import FAST, REPO, cli
 
 
+class CachedLab(SshdLab):
+    """A lab whose audits share one probe cache folder (their audit_cache_dir)."""
+
+    def __init__(self, cache: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.cache = cache
+
+
 @pytest.fixture(scope="module")
-def gpu_lab(tmp_path_factory) -> SshdLab:
+def gpu_lab(tmp_path_factory) -> Iterator[CachedLab]:
     """lab01: two healthy GPUs; lab02: driver/library mismatch; plus a closed port."""
     need(shutil.which("gcc") is not None, "needs gcc (Debian package gcc)")
     from tests.lab.fixtures import _need_lab
@@ -37,12 +47,12 @@ def gpu_lab(tmp_path_factory) -> SshdLab:
         name: [f"SetEnv LD_LIBRARY_PATH={lib} NVML_STANDIN_SCENARIO={path}"]
         for name, path in scen.items()
     }
-    with SshdLab(n=2, faults=["closed"], extra_config=extra) as lab:
-        lab.cache = str(tmp / "probe-cache")  # type: ignore[attr-defined]
+    lab = CachedLab(str(tmp / "probe-cache"), n=2, faults=["closed"], extra_config=extra)
+    with lab:
         yield lab
 
 
-def _inventory(lab: SshdLab, tmp_path, **extra: str) -> str:
+def _inventory(lab: CachedLab, tmp_path, **extra: str) -> str:
     return lab.write_inventory(
         str(tmp_path / "hosts.ini"), extra_vars={"audit_cache_dir": lab.cache, **extra}
     )
@@ -57,7 +67,7 @@ def test_local_audit_json_matches_exit_code() -> None:
     assert doc["hosts"][0]["facts"]["host"]["kernel"]
 
 
-def test_table_json_csv_and_exit_codes(gpu_lab: SshdLab, tmp_path) -> None:
+def test_table_json_csv_and_exit_codes(gpu_lab: CachedLab, tmp_path) -> None:
     inv = _inventory(gpu_lab, tmp_path)
     env = gpu_lab.env()
 
@@ -111,7 +121,7 @@ def test_table_json_csv_and_exit_codes(gpu_lab: SshdLab, tmp_path) -> None:
     assert failing.returncode == 2
 
 
-def test_thresholds_from_inventory_and_flags(gpu_lab: SshdLab, tmp_path) -> None:
+def test_thresholds_from_inventory_and_flags(gpu_lab: CachedLab, tmp_path) -> None:
     inv = _inventory(gpu_lab, tmp_path, audit_expected_gpus="4", audit_min_drivr="550")
     r = cli("audit", inv, *FAST, "-l", "lab01", "--format", "json", env=gpu_lab.env())
     assert "unknown audit variable 'audit_min_drivr'" in r.stderr
@@ -141,7 +151,7 @@ def test_thresholds_from_inventory_and_flags(gpu_lab: SshdLab, tmp_path) -> None
     )
 
 
-def test_bad_audit_variable_is_one_line(gpu_lab: SshdLab, tmp_path) -> None:
+def test_bad_audit_variable_is_one_line(gpu_lab: CachedLab, tmp_path) -> None:
     inv = _inventory(gpu_lab, tmp_path, audit_expected_gpus="lots")
     r = cli("audit", inv, *FAST, env=gpu_lab.env())
     assert r.returncode == 5 and "Traceback" not in r.stderr  # 1 would read as "some WARN"
@@ -163,7 +173,7 @@ def test_version_thresholds_are_versions_with_file_line(tmp_path) -> None:
 
 
 @pytest.fixture(scope="module")
-def hung_lab(tmp_path_factory) -> SshdLab:
+def hung_lab(tmp_path_factory) -> Iterator[CachedLab]:
     """Issue 12's case: 6 good GPU hosts, a refused port and a host whose commands hang."""
     need(shutil.which("gcc") is not None, "needs gcc (Debian package gcc)")
     from tests.lab.fixtures import _need_lab
@@ -173,12 +183,12 @@ def hung_lab(tmp_path_factory) -> SshdLab:
     scen = nvml.write_scenario(str(tmp / "healthy"), nvml.scenario("healthy"))
     env = [f"SetEnv LD_LIBRARY_PATH={nvml.build()} NVML_STANDIN_SCENARIO={scen}"]
     extra = {f"lab{i:02d}": env for i in range(1, 7)}
-    with SshdLab(n=6, faults=["closed", "hang"], extra_config=extra) as lab:
-        lab.cache = str(tmp / "probe-cache")  # type: ignore[attr-defined]
+    lab = CachedLab(str(tmp / "probe-cache"), n=6, faults=["closed", "hang"], extra_config=extra)
+    with lab:
         yield lab
 
 
-def test_hung_host_costs_its_budget_not_the_report(hung_lab: SshdLab, tmp_path) -> None:
+def test_hung_host_costs_its_budget_not_the_report(hung_lab: CachedLab, tmp_path) -> None:
     """With the default timeouts: under 30 s (it was 120 s), every good host fully reported,
     the hung one "timed out" with the step it was in."""
     import time
@@ -199,7 +209,7 @@ def test_hung_host_costs_its_budget_not_the_report(hung_lab: SshdLab, tmp_path) 
     print(f"8-host audit with a hung host: {took:.1f}s")
 
 
-def test_ctrl_c_prints_the_partial_report(hung_lab: SshdLab, tmp_path) -> None:
+def test_ctrl_c_prints_the_partial_report(hung_lab: CachedLab, tmp_path) -> None:
     import signal
     import subprocess
     import sys

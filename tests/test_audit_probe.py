@@ -282,7 +282,7 @@ def test_hanging_step_costs_one_field() -> None:
     value, error = probe.with_timeout(lambda: time.sleep(5), 0.2)
     assert value is None and error == "timed out after 0.2s"
     value, error = probe.with_timeout(lambda: 1 / 0, 1)
-    assert value is None and error.startswith("ZeroDivisionError")
+    assert value is None and error is not None and error.startswith("ZeroDivisionError")
 
 
 def test_cache_dir_with_shell_metacharacters(lib_dir, tmp_path, monkeypatch) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from tests.lab.fixtures import *  # noqa: F403
 from tests.lab.sshd import JUNK_MARK
 from tests.standins import nvml
 
-BASE = {
+BASE: dict[str, Any] = {
     "host": {"nouveau_loaded": False, "ntp_synced": True},
     "nvidia": {"pci_gpus": [], "nvml": "no driver", "gpus": []},
     "docker": {"installed": False},
@@ -244,8 +245,10 @@ def test_audit_over_sshd_lab(sshd_lab_factory, tmp_path) -> None:
     garbage = reports["lab03"]
     assert garbage.status is Status.UNKNOWN
     assert "no probe answer" in garbage.reason
-    assert reports["lab01"].facts["nvidia"]["gpu_count"] == 2
-    assert reports["lab02"].facts["nvidia"]["nvml"] == "mismatch"
+    lab01, lab02 = reports["lab01"].facts, reports["lab02"].facts
+    assert lab01 is not None and lab02 is not None
+    assert lab01["nvidia"]["gpu_count"] == 2
+    assert lab02["nvidia"]["nvml"] == "mismatch"
     assert any(
         c.id == "driver.mismatch" and c.status is Status.FAIL for c in reports["lab02"].checks
     )

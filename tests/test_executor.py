@@ -16,6 +16,7 @@ from provision.ssh import (
     CommandTimeout,
     ConnectError,
     Session,
+    SSHSession,
 )
 from provision.target import conn_spec
 from tests.lab.fixtures import *  # noqa: F403
@@ -142,6 +143,7 @@ def test_exit_255_is_failed_and_lost_transport_is_unreachable(sshd_lab: SshdLab)
         if session.name == "lab01":
             result = session.run("exit 255")
             raise CommandFailed(result)
+        assert isinstance(session, SSHSession)  # lab hosts are reached over SSH
         session.transport.sock.shutdown(socket.SHUT_RDWR)  # the network goes away mid-run
         session.run("true")
         return "unreachable"

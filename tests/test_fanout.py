@@ -20,7 +20,7 @@ from provision.modules import MODULES
 from provision.modules.base import Context, ModuleError, Plan
 from provision.modules.docker_image import load_script
 from provision.ssh import LocalSession
-from provision.stream import StreamError, open_stream, progress, relay
+from provision.stream import Progress, StreamError, open_stream, progress, relay
 from provision.target import conn_spec
 
 REF = "reg.lab:5000/lab/pytorch@sha256:" + "a" * 64
@@ -160,7 +160,7 @@ def test_relay_between_real_commands_is_paced_and_reports_progress(tmp_path: Pat
     out = tmp_path / "out"
     source = open_stream(_local("src"), f"cat {data}", become=False, limit=30)
     target = open_stream(_local("dst"), f"cat > {out}", become=False, limit=30)
-    seen = []
+    seen: list[Progress] = []
     started = time.monotonic()
     moved = relay(
         source, target, total=data.stat().st_size, rate=2e6, every=0.3, on_progress=seen.append

@@ -199,8 +199,8 @@ def test_accept_new_records_key_like_openssh(
     assert check.returncode == 0, check.stderr
     # and a second run needs no accept-new
     marker.unlink()
-    outcome = run_hosts([host.spec()], _marker_task(str(marker)), RunOptions(connect_timeout=5))
-    assert outcome["lab02"].state is HostState.OK and marker.exists()
+    outcomes = run_hosts([host.spec()], _marker_task(str(marker)), RunOptions(connect_timeout=5))
+    assert outcomes["lab02"].state is HostState.OK and marker.exists()
 
 
 def test_changed_key_is_refused_even_with_accept_new(sshd_lab: SshdLab, tmp_path: Path) -> None:

@@ -290,5 +290,6 @@ def test_a_load_killed_halfway_is_retried_in_the_same_run(fan: FanLab) -> None:
     assert item["attempts"] == 2 and item["received"] is True, item
     assert fan.held_id(victim) == fan.image_id
     # The progress events carried bytes, rate, ETA and the lab-wide total.
-    texts = [e.result.msg for e in events if e.status == "progress" and e.host == victim.name]
+    mine = [e for e in events if e.status == "progress" and e.host == victim.name]
+    texts = [e.result.msg for e in mine if e.result is not None]
     assert texts and all(re.search(r"MB/s, ETA \d+ s; lab-wide", t) for t in texts), texts

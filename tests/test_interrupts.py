@@ -54,7 +54,9 @@ def _plan(module: str, args: dict, session: SSHSession):
     m = MODULES[module]
     ctx = Context()
     final = m.prepare(m.finalize(args), ctx)
-    state = session.run(m.state_script(final, ctx)).stdout
+    script = m.state_script(final, ctx)
+    assert script is not None  # every module these tests cut reads the target's state first
+    state = session.run(script).stdout
     return m.plan(final, state, ctx)
 
 

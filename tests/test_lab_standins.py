@@ -87,21 +87,20 @@ def test_standin_packages_are_named_versioned_and_marked_like_nvidias(tmp_path: 
         NEW_DRIVER.deb_version,
         OLD_DRIVER.deb_version,
     }
-    debs_by_name = {n: d for (n, v), d in debs.items() if n != "nvidia-driver"}
-    for name, (_, fields) in debs.items():
-        assert fields["Description"].startswith("STAND-IN "), name
-    debs = debs_by_name
+    by_name = {n: d for (n, v), d in debs.items() if n != "nvidia-driver"}
+    for key, (_, fields) in debs.items():
+        assert fields["Description"].startswith("STAND-IN "), key
     for name in DRIVER_PACKAGES:
-        assert debs[name][1]["Version"] == DRIVER_DEB_VERSION
-        assert debs[name][1]["Depends"] == "nvidia-driver (>= 580.65.06)"
+        assert by_name[name][1]["Version"] == DRIVER_DEB_VERSION
+        assert by_name[name][1]["Depends"] == "nvidia-driver (>= 580.65.06)"
     for name in (LIBRARY_PACKAGE, OLD_DRIVER.library_package):  # one branch at a time
-        assert debs[name][1]["Conflicts"] == debs[name][1]["Provides"] == "libnvidia-compute"
-    toolkit = debs["nvidia-container-toolkit"][1]
+        assert by_name[name][1]["Conflicts"] == by_name[name][1]["Provides"] == "libnvidia-compute"
+    toolkit = by_name["nvidia-container-toolkit"][1]
     assert toolkit["Version"] == TOOLKIT_DEB_VERSION
     assert toolkit["Depends"].startswith(f"nvidia-container-toolkit-base (= {TOOLKIT_DEB_VERSION})")
-    assert {debs[n][1]["Version"] for n in TOOLKIT_PACKAGES} == {TOOLKIT_DEB_VERSION}
+    assert {by_name[n][1]["Version"] for n in TOOLKIT_PACKAGES} == {TOOLKIT_DEB_VERSION}
     listing = subprocess.run(
-        ["dpkg-deb", "--contents", str(debs[LIBRARY_PACKAGE][0])],
+        ["dpkg-deb", "--contents", str(by_name[LIBRARY_PACKAGE][0])],
         capture_output=True,
         text=True,
         check=True,

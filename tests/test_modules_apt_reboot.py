@@ -157,6 +157,7 @@ def test_apt_state_snippet_runs_for_real_on_this_debian_machine() -> None:
     m = MODULES["apt"]
     args = m.finalize({"name": ["dpkg", "no-such-package-xyz"], "state": "latest"})
     script = m.state_script(args, CTX)
+    assert script is not None
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
     st = parse_state(done.stdout)
     version, abbrev = st.packages["dpkg"]
@@ -197,7 +198,9 @@ def test_apt_policy_reads_candidates_with_the_preferences_in_force() -> None:
     # for real, on this Debian machine
     m = MODULES["apt_policy"]
     args = m.finalize({"name": ["dpkg"]})
-    done = subprocess.run(["sh", "-c", m.state_script(args, CTX)], capture_output=True, text=True)
+    script = m.state_script(args, CTX)
+    assert script is not None
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
     real = m.plan(args, done.stdout, CTX).result
     dpkg = subprocess.run(
         ["dpkg-query", "-W", "-f", "${Version}", "dpkg"], capture_output=True, text=True

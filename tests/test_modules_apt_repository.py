@@ -221,9 +221,9 @@ def test_argument_errors(keys: AptRepo) -> None:
 def test_state_snippet_runs_for_real() -> None:
     m = MODULES["apt_repository"]
     args = m.finalize({"name": "no-such-repo-xyz", "state": "absent"})
-    done = subprocess.run(
-        ["sh", "-c", m.state_script(args, CTX)], capture_output=True, text=True, check=True
-    )
+    script = m.state_script(args, CTX)
+    assert script is not None
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
     p = m.plan(args, done.stdout, CTX)
     assert not p.changed
     assert sources_path("x") == "/etc/apt/sources.list.d/x.sources"

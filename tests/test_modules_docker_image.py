@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -154,7 +155,7 @@ def test_refresh_compares_the_registry_digest() -> None:
     assert newer.changes == [f"pull lab/x:1 (registry digest {D2} differs)"]
     # A multi-platform list (its own digest is not printed): the platform's config digest is
     # the local image ID.
-    entries = [
+    entries: list[dict[str, Any]] = [  # as `docker manifest inspect -v` prints them
         {"Descriptor": {"digest": d}, "SchemaV2Manifest": {"config": {"digest": c}}}
         for d, c in ((D1, "sha256:" + "c" * 64), (D2, ID))
     ]
@@ -209,7 +210,7 @@ def test_empty_username_means_no_login() -> None:
 def test_docker_missing_and_bad_arguments() -> None:
     with pytest.raises(ModuleError, match="docker is not installed"):
         plan({"name": "lab/x:1"}, "docker=missing")
-    for args, message in [
+    bad: list[tuple[dict[str, object], str]] = [
         ({"name": "lab/x:1", "username": "bob"}, "'username' needs a 'password'"),
         ({"name": "lab/x:1", "username": "", "password": "pw"}, "a 'password' without a 'user"),
         ({"name": "lab/x:1", "password": "pw"}, "a 'password' without a 'username'"),
@@ -220,7 +221,8 @@ def test_docker_missing_and_bad_arguments() -> None:
         ({"name": "lab/x", "retry_delay": "soon"}, "'retry_delay' must be a number"),
         ({"name": "lab/x", "disk_factor": -1}, "'disk_factor' must be a number >= 0"),
         ({"name": "lab/x", "disk_factor": True}, "'disk_factor' must be a number, got a bool"),
-    ]:
+    ]
+    for args, message in bad:
         with pytest.raises(ArgError, match=message):
             plan(args, "")
     assert registry_of("localhost/x") == "localhost" and registry_of("lab/x") is None
@@ -339,6 +341,7 @@ def _execute(answers: list[tuple[int, str, str]], monkeypatch, **args: object):
     waits: list[float] = []
     monkeypatch.setattr(dimg, "_sleep", waits.append)
     m = MODULES["docker_image"]
+    assert isinstance(m, dimg.DockerImageModule)  # the module with its own execute step
     typed = m.finalize({"name": "reg.example/x:1", **args})
     p = m.plan(typed, missing(), CTX)
     session = ScriptedSession(answers)
@@ -427,8 +430,10 @@ def test_state_snippet_runs_for_real_and_parses(tmp_path: Path) -> None:
     assert "--insecure" not in state_script("reg.example:5000/x:1", "", True)
     m = MODULES["docker_image"]
     args = m.finalize({"name": "lab/y:1", "disk_factor": 0})
-    assert "manifest" not in m.state_script(args, CTX)
-    assert "manifest" not in m.state_script(m.finalize({"name": "y", "state": "absent"}), CTX)
+    without_disk = m.state_script(args, CTX)
+    absent = m.state_script(m.finalize({"name": "y", "state": "absent"}), CTX)
+    assert without_disk is not None and "manifest" not in without_disk
+    assert absent is not None and "manifest" not in absent
 
 
 # -- real dockerd and registry in a booted host --------------------------------------------------

@@ -123,9 +123,9 @@ def test_user_groups_missing_group_and_user_are_clear_errors_unless_create() -> 
 def test_user_groups_state_snippet_runs_for_real() -> None:
     m = MODULES["user_groups"]
     args = m.finalize({"users": ["root", "no-such-user-x"], "groups": ["root", "no-such-group-x"]})
-    out = subprocess.run(
-        ["sh", "-c", m.state_script(args, CTX)], capture_output=True, text=True, check=True
-    ).stdout
+    script = m.state_script(args, CTX)
+    assert script is not None
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
     st = parse_state(out)
     primary, member = st["users"]["root"]
     assert primary == "root" and "root" in member
@@ -195,9 +195,9 @@ def test_blacklist_state_snippet_runs_for_real(tmp_path: Path) -> None:
     target = tmp_path / "blacklist-nouveau.conf"
     target.write_bytes(NOUVEAU)
     args = m.prepare(m.finalize({**KM, "path": str(target)}), CTX)
-    out = subprocess.run(
-        ["sh", "-c", m.state_script(args, CTX)], capture_output=True, text=True, check=True
-    ).stdout
+    script = m.state_script(args, CTX)
+    assert script is not None
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
     st = parse_probe(out)
     has_tool = subprocess.run(["sh", "-c", "command -v update-initramfs"], capture_output=True)
     assert st["initramfs"] == ("1" if has_tool.returncode == 0 else "0")

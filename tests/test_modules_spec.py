@@ -206,7 +206,9 @@ def test_json_merge_keeps_existing_keys_in_order() -> None:
         "json_merge", {"path": "/etc/docker/daemon.json", "data": DATA}, file_state(content=raw)
     )
     assert p.changed
-    merged = json.loads(p.steps[0].stdin)
+    stdin = p.steps[0].stdin
+    assert stdin is not None
+    merged = json.loads(stdin)
     assert merged == {
         "data-root": "/srv/docker",
         "runtimes": {
@@ -285,12 +287,14 @@ def test_state_snippets_batched_in_one_command(tmp_path: Path) -> None:
     d = tmp_path / "dir"
     d.mkdir()
     ctx = Context(diff=True)
-    snippets = [
+    scripts = [
         MODULES["copy"].state_script({"dest": str(f)}, ctx),
         MODULES["file"].state_script({"path": str(d)}, ctx),
         MODULES["file"].state_script({"path": str(tmp_path / "missing")}, ctx),
         MODULES["command"].state_script({"creates": str(f), "removes": None}, ctx),
     ]
+    snippets = [s for s in scripts if s is not None]
+    assert len(snippets) == len(scripts)  # each of these modules reads the target first
     script = frame_reads(snippets, "tok3n")
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
     outputs = split_reads(done.stdout, "tok3n", len(snippets))

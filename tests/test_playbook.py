@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,7 +212,7 @@ def test_list_tasks() -> None:
 # -- the engine over a local connection (this machine, files under tmp_path) -------------------
 
 
-def _run_local(tmp_path: Path, text: str, **opts: object):
+def _run_local(tmp_path: Path, text: str, **opts: Any):  # ApplyOptions fields
     from provision.engine import ApplyOptions, run_playbook
     from provision.inventory import load_inventory
 
@@ -219,8 +220,8 @@ def _run_local(tmp_path: Path, text: str, **opts: object):
     (tmp_path / "pb.yml").write_text(text)
     inv = load_inventory(str(tmp_path / "hosts.ini"))
     extra = {"dir": str(tmp_path)}
-    extra.update(opts.pop("extra_vars", {}))  # type: ignore[arg-type]
-    return run_playbook(inv, str(tmp_path / "pb.yml"), ApplyOptions(extra_vars=extra, **opts))  # type: ignore[arg-type]
+    extra.update(opts.pop("extra_vars", {}))
+    return run_playbook(inv, str(tmp_path / "pb.yml"), ApplyOptions(extra_vars=extra, **opts))
 
 
 LOCAL_PLAY = """

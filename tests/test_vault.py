@@ -254,7 +254,12 @@ def test_ask_vault_pass_prompts_once(tmp_path: Path, monkeypatch, capsys) -> Non
     hosts = vaulted_lab(tmp_path)
     (tmp_path / "host_vars" / "ws1.yml").unlink()
     asked: list[str] = []
-    monkeypatch.setattr("getpass.getpass", lambda text: asked.append(text) or "dev password")
+
+    def getpass(text: str) -> str:
+        asked.append(text)
+        return "dev password"
+
+    monkeypatch.setattr("getpass.getpass", getpass)
     assert cli.main(["inventory", "-i", str(hosts), "--host", "ws1", "--ask-vault-pass"]) == 0
     assert asked == ["Vault password: "]
     assert "__ansible_vault" in capsys.readouterr().out

@@ -8,7 +8,15 @@ from provision.modules.apt_policy import AptPolicyModule
 from provision.modules.apt_repository import AptRepositoryModule
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step
 from provision.modules.commands import CommandModule, ShellModule
-from provision.modules.control import AssertModule, FailModule
+from provision.modules.control import (
+    AssertModule,
+    DebugModule,
+    FailModule,
+    IncludeTasksModule,
+    IncludeVarsModule,
+    MetaModule,
+    SetFactModule,
+)
 from provision.modules.docker_image import DockerImageModule
 from provision.modules.docker_state import DockerStateModule
 from provision.modules.files import CopyModule, FileModule, JsonMergeModule, TemplateModule
@@ -45,6 +53,11 @@ MODULES: dict[str, Module] = {
         StatModule(),
         UserModule(),
         GroupModule(),
+        SetFactModule(),
+        DebugModule(),
+        MetaModule(),
+        IncludeTasksModule(),
+        IncludeVarsModule(),
     )
 }
 
@@ -59,12 +72,17 @@ ANSIBLE_NAMES: dict[str, str] = {
             "assert",
             "command",
             "copy",
+            "debug",
             "fail",
             "file",
             "group",
+            "include_tasks",
+            "include_vars",
             "lineinfile",
+            "meta",
             "reboot",
             "service",
+            "set_fact",
             "shell",
             "stat",
             "template",

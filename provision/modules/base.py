@@ -89,6 +89,8 @@ class Context:
     base_dir: str = "."
     render: Callable[[str], str] | None = None  # renders template text with the task's vars
     peers: Member | None = None  # this host's handle on the run's image fan-out (docker_image)
+    verbosity: int = 0  # the run's -v count (debug's ``verbosity``)
+    value_of: Callable[[str], Any] | None = None  # a variable's value (debug's ``var``)
 
 
 def mode_text(value: Any) -> str:
@@ -158,6 +160,10 @@ class Module:
     spec: tuple[Arg, ...] = ()
     free_form: str | None = None  # the argument a plain string value fills (command: ls -l)
     path_arg: str | None = None  # the one file the module reads and writes (see ``paths``)
+    sets_facts = False  # the result's ``ansible_facts`` become host variables (set_fact)
+    shows_result = False  # its ok result is printed without -v (debug)
+    flow_control = False  # the engine carries out its ``free_form`` action (meta)
+    includes_tasks = False  # the engine reads and runs the task file named by ``file``
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.spec if a.name == name), None)

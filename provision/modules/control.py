@@ -8,9 +8,13 @@ can refuse early (Secure Boot on, snap Docker, GPU processes running) at no roun
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from typing import Any
 
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, noop
+from provision.modules.reboot import TaskSkipped
 
 
 class TaskFailure(ModuleError):
@@ -64,3 +68,135 @@ class AssertModule(Module):
 
 def _is_pair(item: Any) -> bool:
     return isinstance(item, tuple) and len(item) == 2
+
+
+_FACT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SetFactModule(Module):
+    """Ansible's ``set_fact``: every argument (but ``cacheable``) becomes a host variable for
+    the rest of the run, above play vars and below extra vars (docs.ansible.com/ansible/latest/
+    collections/ansible/builtin/set_fact_module.html). Decided on the controller: no state read.
+    The engine merges the result's ``ansible_facts`` into the host's variables."""
+
+    name = "set_fact"
+    sets_facts = True
+    spec = (Arg("cacheable", "bool", default=False),)
+
+    def check_static(self, args: dict[str, Any]) -> None:
+        facts = [k for k in args if k != "cacheable"]
+        if not facts:
+            raise ArgError("module 'set_fact': give at least one variable (name: value)")
+        for key in facts:
+            if not isinstance(key, str) or not _FACT_NAME.match(key):
+                raise ArgError(f"module 'set_fact': {key!r} is not a valid variable name")
+
+    def finalize(self, args: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in args.items() if k != "cacheable"}
+        self.check_static(out)
+        return out
+
+    def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        return noop("", ansible_facts=dict(args))
+
+
+class DebugModule(Module):
+    """Ansible's ``debug``: show ``msg`` or the value of the variable ``var`` (undefined shows
+    "VARIABLE IS NOT DEFINED!", as in Ansible); with ``verbosity`` N it is skipped unless the
+    run has at least N ``-v`` (docs.ansible.com/ansible/latest/collections/ansible/builtin/
+    debug_module.html)."""
+
+    name = "debug"
+    shows_result = True
+    spec = (
+        Arg("msg", "raw"),
+        Arg("var", "str"),
+        Arg("verbosity", "int", default=0),
+    )
+
+    def check_combination(self, args: dict[str, Any]) -> None:
+        if args.get("msg") is not None and args.get("var") is not None:
+            raise ArgError("module 'debug': 'msg' and 'var' are mutually exclusive; give one")
+
+    def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        if args["verbosity"] > ctx.verbosity:
+            raise TaskSkipped(f"verbosity threshold not met (needs -{'v' * args['verbosity']})")
+        if args["var"] is not None:
+            value = ctx.value_of(args["var"]) if ctx.value_of else None
+            return noop(f"{args['var']}: {_shown(value)}", **{args["var"]: value})
+        msg = "Hello world!" if args["msg"] is None else args["msg"]
+        return noop(_shown(msg), msg=msg)
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+class MetaModule(Module):
+    """Ansible's ``meta``: act on the run itself, not on the host (docs.ansible.com/ansible/
+    latest/collections/ansible/builtin/meta_module.html). The engine carries the action out
+    (``flow_control``): ``flush_handlers`` runs the handlers notified so far, ``end_host`` ends
+    the play for this host, ``end_play`` for every host, ``noop`` does nothing."""
+
+    name = "meta"
+    free_form = "free_form"
+    flow_control = True
+    spec = (
+        Arg(
+            "free_form",
+            "str",
+            required=True,
+            choices=("noop", "flush_handlers", "end_play", "end_host"),
+        ),
+    )
+
+    def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        return noop("")
+
+
+class IncludeTasksModule(Module):
+    """Ansible's ``include_tasks``: a task file read when the task runs, so its name may be a
+    template and the task may loop (docs.ansible.com/ansible/latest/collections/ansible/
+    builtin/include_tasks_module.html). The engine reads and runs the file
+    (``includes_tasks``); like Ansible it counts ``ok`` once per file included (per loop item),
+    ``skipped`` when none is."""
+
+    name = "include_tasks"
+    free_form = "file"
+    includes_tasks = True
+    spec = (Arg("file", "str", required=True), Arg("apply", "dict"))
+
+    def check_combination(self, args: dict[str, Any]) -> None:
+        if args.get("apply"):
+            raise ArgError("module 'include_tasks': 'apply' is not supported yet")
+
+    def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        return noop("")
+
+
+class IncludeVarsModule(Module):
+    """Ansible's ``include_vars``: a YAML file's variables, read on the controller when the
+    task runs, become host variables like ``set_fact``'s (``name``: all under one variable).
+    A relative file is looked for under ``vars/`` beside the play, then beside it
+    (docs.ansible.com/ansible/latest/collections/ansible/builtin/include_vars_module.html)."""
+
+    name = "include_vars"
+    free_form = "file"
+    sets_facts = True
+    spec = (Arg("file", "str", required=True), Arg("name", "str"))
+
+    def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        from provision.playbook import PlaybookError, read_vars_file
+
+        places = [args["file"]]
+        if not os.path.isabs(args["file"]):
+            places = [os.path.join(ctx.base_dir, d, args["file"]) for d in ("vars", ".")]
+        path = next((p for p in places if os.path.isfile(p)), places[-1])
+        try:
+            data = read_vars_file(path)
+        except PlaybookError as exc:
+            raise ModuleError(str(exc)) from None
+        return {**args, "vars": {args["name"]: data} if args["name"] else data}
+
+    def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        return noop("", ansible_facts=dict(args["vars"]))

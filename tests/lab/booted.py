@@ -390,7 +390,7 @@ def _records() -> list[dict[str, object]]:
     return records
 
 
-def _owner_alive(record: dict[str, object]) -> bool:
+def _owner_alive(record: dict[str, Any]) -> bool:  # a JSON state record
     pid = int(record.get("owner_pid", 0) or 0)
     return pid > 0 and _proc_start_time(pid) == record.get("owner_start")
 
@@ -399,7 +399,7 @@ def _owner() -> dict[str, object]:
     return {"owner_pid": os.getpid(), "owner_start": _proc_start_time(os.getpid())}
 
 
-def _destroy(record: dict[str, object]) -> None:
+def _destroy(record: dict[str, Any]) -> None:
     """Kill a host's processes, unmount its overlay and remove its files (idempotent)."""
     merged = str(record.get("merged", ""))
     nspawn_pids = [int(record["nspawn_pid"])] if record.get("nspawn_pid") else []

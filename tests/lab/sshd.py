@@ -396,7 +396,7 @@ class SshdLab:
             registry = _load_registry(path)
             _drop_stale(registry)
             used = {s for entry in registry.values() for s in entry["slots"]}
-            slots = []
+            slots: list[int] = []
             slot = 0
             while len(slots) < len(kinds):
                 if slot not in used:
@@ -531,7 +531,9 @@ class SshdLab:
         while waiting:
             for proc in self._procs:
                 if proc.poll() is not None:
-                    host_dir = os.path.dirname(proc.args[3])  # type: ignore[index]
+                    argv = proc.args  # [SSHD, "-D", "-f", HOST_DIR/sshd_config, ...]
+                    assert isinstance(argv, list)
+                    host_dir = os.path.dirname(str(argv[3]))
                     raise LabError(f"sshd for {by_dir[host_dir].name} exited: {_log(host_dir)}")
             waiting = [h for h in waiting if not os.path.exists(os.path.join(h.dir, "sshd.pid"))]
             if not waiting:

@@ -205,7 +205,7 @@ def _package(
     """Build one .deb with dpkg-deb. ``files``: path in the package -> text (str) or a file to
     copy (Path, made executable); ``links``: symlink path -> target; ``scripts``: DEBIAN/*."""
     root = work / name
-    control = (
+    control_text = (
         f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\n"
         "Maintainer: provision tests <tests@invalid>\n"
         + (f"Depends: {depends}\n" if depends else "")
@@ -213,7 +213,7 @@ def _package(
         + f"Description: STAND-IN {description}\n"
         " Built by the provision test suite (tests/lab/standin_debs.py); not NVIDIA's package.\n"
     )
-    _write(root / "DEBIAN" / "control", control)
+    _write(root / "DEBIAN" / "control", control_text)
     for script, text in (scripts or {}).items():
         mode = 0o644 if script == "triggers" else 0o755
         _write(root / "DEBIAN" / script, text, mode)
