@@ -257,12 +257,17 @@ def load_playbook(path: str, secrets: tuple[VaultSecret, ...] = ()) -> Playbook:
     """Read and validate a playbook (and every playbook it imports); raises
     :class:`PlaybookError` naming file:line. ``secrets`` open vault-encrypted vars files and
     ``!vault`` values."""
+    text = _read_source(path, f"{path}: cannot read playbook")
+    return parse_playbook(text, path, secrets)
+
+
+def _read_source(path: str, failure: str) -> str:
+    """The text of a playbook, task or vars file; PlaybookError ``FAILURE: why`` if unreadable."""
     try:
         with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+            return fh.read()
     except OSError as exc:
-        raise PlaybookError(f"{path}: cannot read playbook: {exc.strerror}") from None
-    return parse_playbook(text, path, secrets)
+        raise PlaybookError(f"{failure}: {exc.strerror}") from None
 
 
 def parse_playbook(
@@ -341,11 +346,7 @@ def _import(
     chain = (*links, f"{path}:{line}")
     if os.path.abspath(target_path) in open_files:
         raise PlaybookError(f"{where}: import cycle: {' -> '.join(chain)} -> {target_path}")
-    try:
-        with open(target_path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise PlaybookError(f"{where}: cannot read {target_path}: {exc.strerror}") from None
+    text = _read_source(target_path, f"{where}: cannot read {target_path}")
     opened = (*open_files, os.path.abspath(target_path))
     return _parse_plays(text, target_path, opened, chain, secrets)
 
@@ -364,32 +365,25 @@ def _vars_file(
     if is_template(name):
         raise PlaybookError(f"{where}: '{key}': templates are not supported in file names")
     file_path = _relative(path, name)
-    try:
-        with open(file_path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise PlaybookError(f"{where}: '{key}': cannot read {file_path}: {exc.strerror}") from None
-    data = _load_yaml(text, file_path, secrets)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise PlaybookError(f"{file_path}:1: a {key} file must hold a mapping of variables")
-    return as_secrets(dict(data)) if is_vaulted(text) else dict(data)
+    text = _read_source(file_path, f"{where}: '{key}': cannot read {file_path}")
+    return _vars_mapping(text, file_path, key, secrets)
 
 
 def read_vars_file(path: str) -> dict[str, Any]:
     """A vars file (a YAML mapping) read when a task runs (include_vars); PlaybookError if not."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise PlaybookError(f"cannot read {path}: {exc.strerror}") from None
-    data = _load_yaml(text, path)
+    return _vars_mapping(_read_source(path, f"cannot read {path}"), path, "vars")
+
+
+def _vars_mapping(
+    text: str, path: str, key: str, secrets: tuple[VaultSecret, ...] = ()
+) -> dict[str, Any]:
+    """The variables of a vars/defaults file's text: a YAML mapping (empty file: none)."""
+    data = _load_yaml(text, path, secrets)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise PlaybookError(f"{path}:1: a vars file must hold a mapping of variables")
-    return dict(data)
+        raise PlaybookError(f"{path}:1: a {key} file must hold a mapping of variables")
+    return as_secrets(dict(data)) if is_vaulted(text) else dict(data)
 
 
 def _defaults(
@@ -608,11 +602,7 @@ def load_task_file(
     """The tasks of one task file (import_tasks, include_tasks); raises PlaybookError."""
     if os.path.abspath(path) in open_files:
         raise PlaybookError(f"{where}: include cycle: {path} is already being read")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise PlaybookError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    text = _read_source(path, f"{where}: cannot read {path}")
     data = _load_yaml(text, path)
     if data is None:
         return []
