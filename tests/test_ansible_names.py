@@ -105,6 +105,27 @@ def recap(stdout: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
+def apply_with_both(hosts: list[BootedHost], tmp_path: Path, playbook: str) -> list[str]:
+    """Run ``playbook`` (in tmp_path) with the real ansible-playbook on hosts[0] and with
+    provision on hosts[1]; both must succeed. Returns provision's arguments, for a rerun."""
+    theirs_inv = write_inventory(hosts[:1], tmp_path / "ansible.ini")
+    mine_inv = write_inventory(hosts[1:], tmp_path / "provision.ini")
+    known = write_known_hosts(hosts, tmp_path / "known_hosts")
+    done = subprocess.run(
+        [venv_tool("ansible-playbook"), "-i", str(theirs_inv), playbook],
+        cwd=tmp_path,
+        env={**ANSIBLE_ENV, "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    args = ["apply", "-i", str(mine_inv), "-p", playbook, "--known-hosts", str(known)]
+    first = provision(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return args
+
+
 def test_same_playbook_same_result_as_ansible_playbook(tmp_path: Path) -> None:
     (tmp_path / "site.yml").write_text(SITE)
     (tmp_path / "hosts.ini").write_text(
@@ -232,21 +253,7 @@ def test_systemd_forms_match_ansible_playbook_on_booted_hosts(
             input=BACK_UNIT,
         )
     (tmp_path / "systemd.yml").write_text(SYSTEMD)
-    theirs_inv = write_inventory(hosts[:1], tmp_path / "ansible.ini")
-    mine_inv = write_inventory(hosts[1:], tmp_path / "provision.ini")
-    known = write_known_hosts(hosts, tmp_path / "known_hosts")
-    done = subprocess.run(
-        [venv_tool("ansible-playbook"), "-i", str(theirs_inv), "systemd.yml"],
-        cwd=tmp_path,
-        env={**ANSIBLE_ENV, "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known}"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    args = ["apply", "-i", str(mine_inv), "-p", "systemd.yml", "--known-hosts", str(known)]
-    first = provision(*args, cwd=tmp_path)
-    assert first.returncode == 0, first.stdout + first.stderr
+    args = apply_with_both(hosts, tmp_path, "systemd.yml")
     for unit in ("p14-demo.service", "e2scrub_all.timer", "p14-back.service"):
         assert unit_state(hosts[1], unit) == unit_state(hosts[0], unit), unit
     assert "ActiveState=active" in unit_state(hosts[1], "p14-back.service")
@@ -524,21 +531,7 @@ def test_user_and_group_match_ansible_playbook_on_booted_hosts(
     for host in hosts:
         host.exec(ACCOUNTS_SETUP)
     (tmp_path / "accounts.yml").write_text(ACCOUNTS)
-    theirs_inv = write_inventory(hosts[:1], tmp_path / "ansible.ini")
-    mine_inv = write_inventory(hosts[1:], tmp_path / "provision.ini")
-    known = write_known_hosts(hosts, tmp_path / "known_hosts")
-    done = subprocess.run(
-        [venv_tool("ansible-playbook"), "-i", str(theirs_inv), "accounts.yml"],
-        cwd=tmp_path,
-        env={**ANSIBLE_ENV, "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known}"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    args = ["apply", "-i", str(mine_inv), "-p", "accounts.yml", "--known-hosts", str(known)]
-    first = provision(*args, cwd=tmp_path)
-    assert first.returncode == 0, first.stdout + first.stderr
+    args = apply_with_both(hosts, tmp_path, "accounts.yml")
     assert hosts[1].exec(ACCOUNTS_READ).stdout == hosts[0].exec(ACCOUNTS_READ).stdout
     assert "alice: alice sudo p14lab" in hosts[1].exec(ACCOUNTS_READ).stdout
     again = provision(*args, cwd=tmp_path)
