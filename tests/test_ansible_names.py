@@ -24,6 +24,7 @@ from tests.lab.booted import (
     write_inventory,
     write_known_hosts,
 )
+from tests.test_cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_ENV = {
@@ -90,14 +91,8 @@ def tree(root: Path) -> dict[str, tuple[str, str]]:
 
 
 def provision(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "provision", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """The real CLI, run in ``cwd`` (where the playbook and its files are)."""
+    return cli(*args, cwd=str(cwd), timeout=300)
 
 
 def recap(stdout: str) -> dict[str, int]:

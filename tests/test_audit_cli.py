@@ -73,8 +73,8 @@ def test_table_json_csv_and_exit_codes(gpu_lab: CachedLab, tmp_path) -> None:
 
     table = cli("audit", inv, *FAST, env=env)
     assert table.returncode == 4, table.stderr  # an unreachable host: 4, as in ping/run/apply
-    rows = table.stdout.split("\n\n")[0]  # the problems follow the table after a blank line
-    lines = {ln.split()[0]: ln for ln in rows.splitlines() if ln.strip()}
+    table_text = table.stdout.split("\n\n")[0]  # the problems follow the table after a blank line
+    lines = {ln.split()[0]: ln for ln in table_text.splitlines() if ln.strip()}
     assert "2x RTX A6000" in lines["lab01"]
     assert "FAIL" in lines["lab02"] and "mismatch" in lines["lab02"]
     assert "UNREACH" in lines["fault-closed"], table.stdout

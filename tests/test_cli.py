@@ -17,7 +17,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["-T", "2", "--command-timeout", "3"]
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None):
+def cli(
+    *args: str, env: dict[str, str] | None = None, cwd: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m provision`` the way a user would, from the repository root."""
     env = dict(env or os.environ)
     env["PYTHONPATH"] = REPO
@@ -27,7 +29,7 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None):
         text=True,
         env=env,
         cwd=cwd or REPO,
-        timeout=120,
+        timeout=timeout,
     )
 
 

@@ -19,6 +19,7 @@ from provision.inventory import load_inventory
 from provision.target import conn_spec
 from provision.vault import Locked, VaultError, VaultSecret, decrypt, load_secrets
 from tests.conftest import venv_tool
+from tests.test_cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "Tr0ub4dor&3 vaulted ünïcode"  # a value with shell metacharacters and non-ASCII
@@ -46,14 +47,8 @@ def ansible(tool: str, *args: str, cwd: Path, stdin: str | None = None) -> str:
 
 
 def provision(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "provision", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    """The real CLI, run in ``cwd`` (where the playbook and its files are)."""
+    return cli(*args, cwd=str(cwd), timeout=180)
 
 
 def password_file(directory: Path, name: str, password: str) -> Path:
