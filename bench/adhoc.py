@@ -15,7 +15,7 @@ import sys
 from bench.common import (
     Prepared,
     Sample,
-    measure,
+    floor_tool,
     parse_args,
     pick,
     prepared_lab,
@@ -75,10 +75,12 @@ def run(
     """``repeat`` rounds of every tool, alternating."""
     samples = []
     cmds = tools(p.inventory, p.py_inventory, n)
-    cmds = pick(cmds, only)
+    cmds = pick(cmds, only) | floor_tool(p)
     for _ in range(repeat):
         for tool, cmd in cmds.items():
-            samples.append(measure(tool, cmd, p.env, logs=p.logs))
+            sample = p.timed(tool, cmd, p.env)
+            if sample is not None:
+                samples.append(sample)
     return samples, {"workload": "adhoc true", "repeat": repeat}
 
 

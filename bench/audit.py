@@ -19,6 +19,7 @@ import sys
 from bench.common import (
     Prepared,
     Sample,
+    floor_tool,
     measure,
     parse_args,
     pick,
@@ -86,15 +87,29 @@ def accepted_connections(lab: SshdLab) -> dict[str, int]:
     return out
 
 
+BASELINE = "provision audit (baseline)"
+
+
 def run(
-    p: Prepared, n: int, repeat: int, only: tuple[str, ...] = ()
+    p: Prepared, n: int, repeat: int, only: tuple[str, ...] = (), baseline: str | None = None
 ) -> tuple[list[Sample], dict[str, object]]:
-    """A cold provision audit (ships the probe), then ``repeat`` rounds of every tool."""
+    """A cold provision audit (ships the probe), then ``repeat`` rounds of every tool.
+
+    ``baseline``: a folder holding another copy of the ``provision`` package (say, the last
+    commit's: ``git archive HEAD provision | tar -x -C DIR``), measured as one more tool in the
+    same rounds, so that a change reads as before/after on the same machine at the same time.
+    """
     lab, env = p.lab, p.env
     extra: dict[str, object] = {"workload": "audit / fact gathering", "repeat": repeat}
     cmds = tools(p.inventory, p.py_inventory, n)
-    cmds = pick(cmds, only)
+    cmds = pick(cmds, only) | floor_tool(p)
     provision = cmds["provision audit (warm)"]
+    envs = {tool: env for tool in cmds}
+    if baseline is not None:
+        # -P: not the working directory's provision/ first; PYTHONPATH picks the baseline's
+        cmds[BASELINE] = [provision[0], "-P", *provision[1:]]
+        envs[BASELINE] = {**env, "PYTHONPATH": os.pathsep.join([baseline, env["PYTHONPATH"]])}
+        measure("baseline (cold)", cmds[BASELINE], envs[BASELINE], AUDIT_CODES)
     cold = measure("provision audit (cold)", provision, env, AUDIT_CODES)
     before = accepted_connections(lab)
     warm = subprocess.run(provision, env=env, capture_output=True, text=True, check=False)
@@ -111,7 +126,9 @@ def run(
     for _ in range(repeat):
         for tool, cmd in cmds.items():
             codes = AUDIT_CODES if "provision" in tool else (0,)
-            samples.append(measure(tool, cmd, env, codes, logs=p.logs))
+            sample = p.timed(tool, cmd, envs[tool], codes)
+            if sample is not None:
+                samples.append(sample)
     return samples, extra
 
 

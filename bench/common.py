@@ -6,21 +6,25 @@ Each workload alternates the tools inside every repetition so that machine noise
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tabulate import tabulate
 
+from bench import floor
 from tests.lab.sshd import SshdLab
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,6 +43,7 @@ class Sample:
     conns_per_host: float = -1
     sessions_per_host: float = -1
     output: str = ""  # the tool's stdout+stderr (dropped from the JSON)
+    capped: bool = False  # stopped at the time cap: wall and CPU are lower bounds
 
 
 class SshdLogs:
@@ -83,24 +88,44 @@ def measure(
     env: dict[str, str],
     ok_codes: tuple[int, ...] = (0,),
     logs: SshdLogs | None = None,
+    cap: float | None = None,
 ) -> Sample:
-    """Run one command; wall time, and CPU of it and every descendant it waited for (wait4)."""
+    """Run one command; wall time, and CPU of it and every descendant it waited for (wait4).
+    ``cap``: seconds after which the whole process group is killed (the sample says so)."""
     if logs is not None:
         logs.mark()
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(cap, stop) if cap is not None else None
+    if timer is not None:
+        timer.start()
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    if timer is not None:
+        timer.cancel()
     rc = os.waitstatus_to_exitcode(status)
     proc.returncode = rc
-    if rc not in ok_codes:
+    if fired.is_set():
+        print(f"warning: {tool} stopped at the {cap:g} s cap", file=sys.stderr)
+    elif rc not in ok_codes:
         bad = [ln for ln in out.splitlines() if any(w in ln for w in ("FAIL", "UNREACH", "rror"))]
         print(
             f"warning: {tool} exited {rc}: " + "\n  ".join(bad[:6] or [out[-300:]]), file=sys.stderr
         )
     cpu = usage.ru_utime + usage.ru_stime
-    sample = Sample(tool, wall, cpu, usage.ru_maxrss / 1024, rc, rc in ok_codes, output=out)
+    ok = rc in ok_codes and not fired.is_set()
+    sample = Sample(tool, wall, cpu, usage.ru_maxrss / 1024, rc, ok, output=out)
+    sample.capped = fired.is_set()
     if logs is not None:
         counts = list(logs.counts().values())
         if counts:
@@ -156,29 +181,46 @@ def _median_or_none(values: list[float]) -> float | None:
 
 
 def pick(cmds: dict[str, Any], only: tuple[str, ...]) -> dict[str, Any]:
-    """The tools whose names start with one of ``only`` (all when empty); provision always."""
+    """The tools whose names start with one of ``only`` (all when empty); provision and the
+    floor always."""
     if not only:
         return cmds
-    return {k: v for k, v in cmds.items() if k.startswith(("provision", *only))}
+    return {k: v for k, v in cmds.items() if k.startswith(("provision", FLOOR, *only))}
+
+
+FLOOR = "floor: paramiko, 1 command"  # bench/floor.py: the row every table reads as its limit
+
+
+def floor_tool(p: Prepared) -> dict[str, list[str]]:
+    """The floor's command line on the prepared lab (one connection and command per host)."""
+    return {FLOOR: [sys.executable, "-m", "bench.floor", p.floor_hosts, p.lab.known_hosts]}
 
 
 def result_rows(tools: dict[str, dict[str, Any]], last: str = "ok") -> list[list[str]]:
     """Table rows from per-tool medians (as saved in the JSON), ratios against the first tool
-    (provision); the last column is ``ok`` (every run reported no change / succeeded) or
-    ``runs`` (how many runs the medians are of)."""
+    (provision) and the wall time against the floor (:data:`FLOOR`, "-" in results saved before
+    it was measured); the last column is ``ok`` (every run reported no change / succeeded) or
+    ``runs`` (how many runs the medians are of). A tool stopped at the time cap shows its
+    figures as lower bounds ("> ")."""
     base = next(iter(tools.values()))
+    floor = tools.get(FLOOR)
     rows = []
     for tool, t in tools.items():
         conns, sessions = t.get("ssh_connections_per_host"), t.get("sessions_per_host")
         tail = ("yes" if t["all_ok"] else "NO") if last == "ok" else str(len(t["samples"]))
+        at_least = "> " if t.get("capped") else ""
         rows.append(
             [
-                tool,
-                f"{t['wall_s']:.2f}",
-                f"{t['wall_s'] / base['wall_s']:.1f}x",
-                f"{t['cpu_s']:.2f}",
-                f"{t['cpu_s'] / base['cpu_s']:.1f}x",
-                f"{t['cpu_ms_per_host']:.1f}",
+                f"{tool} (capped)" if at_least else tool,
+                f"{at_least}{t['wall_s']:.2f}",
+                "-" if floor is None else f"{at_least}{t['wall_s'] / floor['wall_s']:.2f}x",
+                f"{at_least}{t['wall_s'] / base['wall_s']:.1f}x",
+                f"{at_least}{t['cpu_s']:.2f}",
+                f"{at_least}{t['cpu_s'] / base['cpu_s']:.1f}x",
+                f"{at_least}{t['cpu_ms_per_host']:.1f}",
+                f"{at_least}{t['cpu_ms_per_host_task']:.2f}"
+                if "cpu_ms_per_host_task" in t
+                else "-",
                 f"{t['peak_rss_mb']:.0f}",
                 "-" if conns is None else f"{conns:g}",
                 "-" if sessions is None else f"{sessions:g}",
@@ -188,7 +230,8 @@ def result_rows(tools: dict[str, dict[str, Any]], last: str = "ok") -> list[list
     return rows
 
 
-ROW_HEADERS = ["tool", "wall s", "vs provision", "CPU s", "vs provision", "CPU ms/host"]
+ROW_HEADERS = ["tool", "wall s", "vs floor", "vs provision", "CPU s", "vs provision"]
+ROW_HEADERS += ["CPU ms/host", "CPU ms/host-task"]
 ROW_HEADERS += ["peak RSS MB", "SSH conns/host", "sessions/host"]
 
 
@@ -208,8 +251,12 @@ def report(
             "ssh_connections_per_host": _median_or_none([s.conns_per_host for s in mine]),
             "sessions_per_host": _median_or_none([s.sessions_per_host for s in mine]),
             "all_ok": all(s.ok for s in mine),
+            "capped": any(s.capped for s in mine),
             "samples": [{k: v for k, v in asdict(s).items() if k != "output"} for s in mine],
         }
+        if "tasks_per_host" in extra:  # the CPU budget is 20 ms/host + 2 ms/host-task
+            ms = cpu * 1000 / hosts / extra["tasks_per_host"]
+            result["tools"][tool]["cpu_ms_per_host_task"] = ms
     table = tabulate(
         result_rows(result["tools"], "ok"),
         headers=[*ROW_HEADERS, "all ok"],
@@ -236,6 +283,24 @@ class Prepared:
     env: dict[str, str]
     tmp: str
     logs: SshdLogs
+    floor_hosts: str  # the host list of bench/floor.py
+    ansible_cap: float | None = None  # seconds: Ansible's runs are stopped there (slowest tool)
+    capped: set[str] = field(default_factory=set)  # tools stopped at the cap: not run again
+
+    def cap_for(self, tool: str) -> float | None:
+        return self.ansible_cap if tool.startswith("ansible") else None
+
+    def timed(
+        self, tool: str, argv: list[str], env: dict[str, str], ok_codes: tuple[int, ...] = (0,)
+    ) -> Sample | None:
+        """One measured run (connections and sessions counted), None for a tool that hit the
+        cap before: a second run would only hit it again."""
+        if tool in self.capped:
+            return None
+        sample = measure(tool, argv, env, ok_codes, self.logs, self.cap_for(tool))
+        if sample.capped:
+            self.capped.add(tool)
+        return sample
 
     def ansible_defaults_env(self) -> dict[str, str]:
         """The environment with Ansible left at its defaults (no pipelining)."""
@@ -281,7 +346,10 @@ def prepared_lab(hosts: int, extra_vars: dict[str, str] | None = None) -> Iterat
     same ``extra_vars``, and one environment for all."""
     with tempfile.TemporaryDirectory() as tmp:
         config = ["LogLevel VERBOSE", f"SetEnv APT_CONFIG={workstation_apt(tmp)}"]
-        with SshdLab(n=hosts, prefix="ws", extra_config={"*": config}) as lab:
+        # 100 daemons starting on two cores shared with other work need more than the lab's
+        # default 20 s to all write their pid files
+        wait = 20.0 + 0.5 * hosts
+        with SshdLab(n=hosts, prefix="ws", extra_config={"*": config}, start_timeout=wait) as lab:
             vars_ = {k: v.format(tmp=tmp) for k, v in (extra_vars or {}).items()}
             yield Prepared(
                 lab,
@@ -290,6 +358,7 @@ def prepared_lab(hosts: int, extra_vars: dict[str, str] | None = None) -> Iterat
                 tool_env(lab, tmp),
                 tmp,
                 SshdLogs(lab),
+                floor.write_hosts(lab, os.path.join(tmp, "floor_hosts.json")),
             )
 
 

@@ -1,14 +1,17 @@
 """Shared images through a slow uplink: fan-out against plain parallel pulls (issue 17).
 
-    python -m bench.fanout --hosts 2,4,8 --megabytes 64 --rate 20
+    python -m bench.fanout --hosts 2,4,8 --megabytes 64 --rate 20 [--receivers 1,3,7]
 
 For each N, N booted Debian hosts (tests/lab/booted.py) get real dockerd; the first also runs the
 real registry, reached only through a rate-limited proxy (tests/lab/uplink.py) standing for the
 lab's internet link. The shipped playbooks/images.yml then brings one digest-pinned image of
 incompressible data to every host, with ``images_fanout`` off (every host pulls, at most
-images_pull_concurrency = N at once) and on (one pull, then LAN transfers), alternating, after the
-image was removed from every host. Measured: wall time of the run, bytes through the uplink
-(the proxy's count), layer downloads in the registry's access log. JSON in bench/results/.
+images_pull_concurrency = N at once) and on (one pull, then LAN transfers; with --receivers, once
+per number of receivers one ``docker save`` feeds, provision.fanout.RECEIVERS), alternating,
+after the image was removed from every host. Measured: wall time of the run, bytes through the
+uplink (the proxy's count), layer downloads in the registry's access log, and the bytes the
+LAN transfers put through the controller (in once per transfer, out once per receiver, from the
+receivers' results). JSON in bench/results/.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.common import HERE, save
+from provision import fanout as fanout_mod
 from provision.engine import ApplyOptions, run_playbook
 from provision.inventory import load_inventory
 from tests.lab.booted import BootedLab, require_lab_tools, write_inventory, write_known_hosts
@@ -30,12 +34,44 @@ from tests.lab.images import Upstream, prepare_upstream
 from tests.lab.uplink import Uplink
 
 IMAGES_YML = os.path.join(os.path.dirname(HERE), "playbooks", "images.yml")
-MODES = {"parallel pulls": False, "fan-out": True}
+PARALLEL = "parallel pulls"
+
+
+def modes(receivers: list[int]) -> dict[str, int | None]:
+    """Mode name -> receivers per transfer (None: fan-out off); the default k is "fan-out"."""
+    out: dict[str, int | None] = {PARALLEL: None, "fan-out": fanout_mod.RECEIVERS}
+    for k in receivers:
+        if k != fanout_mod.RECEIVERS:
+            out[f"fan-out k={k}"] = k
+    return out
+
+
+def controller_bytes(result: Any) -> int:
+    """The LAN transfers' bytes through the controller: each transfer's stream in once, and
+    out once per receiver (the receivers' results name who shared their stream)."""
+    total, streams = 0, set[frozenset[str]]()
+    for r in result.results:
+        if r.task != "shared images":
+            continue
+        for item in r.data.get("results", []):
+            if item.get("received"):
+                total += item["bytes"]
+                group = frozenset([r.host, *item.get("stream_with", [])])
+                if group not in streams:
+                    streams.add(group)
+                    total += item["bytes"]
+    return total
 
 
 def one_run(
-    upstream: Upstream, uplink: Uplink, hosts: list[Any], workdir: str, fanout: bool
+    upstream: Upstream,
+    uplink: Uplink,
+    hosts: list[Any],
+    workdir: str,
+    receivers: int | None,
 ) -> dict[str, Any]:
+    fanout = receivers is not None
+    fanout_mod.RECEIVERS = receivers or fanout_mod.RECEIVERS  # read by the run's coordinator
     for host in hosts:
         upstream.drop(host)
     ref = f"{uplink.endpoint}/lab/fan@{upstream.digest}"
@@ -64,12 +100,15 @@ def one_run(
         "uplink_bytes": uplink.down,
         "uplink_x_image": round(uplink.down / upstream.layer_bytes, 2),
         "layer_downloads": sum(after.get(d, 0) - gets.get(d, 0) for d in upstream.layers),
+        "controller_x_image": round(controller_bytes(result) / upstream.layer_bytes, 2),
         "all_ok": result.exit_code == 0
         and all(d.stdout.strip() == upstream.image_id for d in held),
     }
 
 
-def bench_n(n: int, megabytes: int, rate: float, repeat: int) -> dict[str, Any]:
+def bench_n(
+    n: int, megabytes: int, rate: float, repeat: int, receivers: list[int]
+) -> dict[str, Any]:
     lab = BootedLab()
     try:
         hosts = lab.start(n, prefix="bfan")
@@ -78,11 +117,16 @@ def bench_n(n: int, megabytes: int, rate: float, repeat: int) -> dict[str, Any]:
         write_inventory(hosts, lab.workdir / "inventory.ini")
         write_known_hosts(hosts, lab.workdir / "known_hosts")
         host, port = upstream.registry.rsplit(":", 1)
-        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+        kinds = modes(receivers)
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in kinds}
+        default = fanout_mod.RECEIVERS
         with Uplink((host, int(port)), rate) as uplink:
-            for _ in range(repeat):
-                for mode, fanout in MODES.items():
-                    runs[mode].append(one_run(upstream, uplink, hosts, workdir, fanout))
+            try:
+                for _ in range(repeat):
+                    for mode, k in kinds.items():
+                        runs[mode].append(one_run(upstream, uplink, hosts, workdir, k))
+            finally:
+                fanout_mod.RECEIVERS = default
         out: dict[str, Any] = {
             "hosts": n,
             "image_bytes": upstream.layer_bytes,
@@ -94,11 +138,15 @@ def bench_n(n: int, megabytes: int, rate: float, repeat: int) -> dict[str, Any]:
                 "wall_s": statistics.median(s["wall_s"] for s in samples),
                 "uplink_x_image": max(s["uplink_x_image"] for s in samples),
                 "layer_downloads": max(s["layer_downloads"] for s in samples),
+                "controller_x_image": max(s["controller_x_image"] for s in samples),
+                "receivers": kinds[mode],
                 "all_ok": all(s["all_ok"] for s in samples),
                 "samples": samples,
             }
-        par, fan = out["modes"]["parallel pulls"], out["modes"]["fan-out"]
-        out["speedup"] = round(par["wall_s"] / fan["wall_s"], 2)
+        par = out["modes"][PARALLEL]
+        for m in out["modes"].values():
+            m["speedup"] = round(par["wall_s"] / m["wall_s"], 2)
+        out["speedup"] = out["modes"]["fan-out"]["speedup"]
         return out
     finally:
         lab.close()
@@ -111,15 +159,16 @@ def table(results: list[dict[str, Any]]) -> str:
             rows.append(
                 [
                     r["hosts"],
-                    mode,
+                    mode if mode != "fan-out" else f"fan-out k={m.get('receivers')}",
                     f"{m['wall_s']:.1f}",
                     f"{m['uplink_x_image']:.2f}x",
                     m["layer_downloads"],
+                    f"{m.get('controller_x_image', 0):.2f}x" if mode != PARALLEL else "",
                     "yes" if m["all_ok"] else "NO",
-                    f"{r['speedup']:.1f}x" if mode == "fan-out" else "",
+                    f"{m['speedup']:.1f}x" if mode != PARALLEL else "",
                 ]
             )
-    headers = ["N", "mode", "wall s", "uplink bytes", "layer GETs", "all ok", "speed-up"]
+    headers = ["N", "mode", "wall s", "uplink", "layer GETs", "controller", "all ok", "speed-up"]
     return tabulate(rows, headers=headers, disable_numparse=True, tablefmt="github")
 
 
@@ -129,16 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--megabytes", type=int, default=64, help="image payload in MB")
     ap.add_argument("--rate", type=float, default=20, help="uplink MB/s (default 20)")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument(
+        "--receivers",
+        default="",
+        help="comma-separated receivers per transfer to compare (default: provision's only)",
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     require_lab_tools()
     results = []
+    receivers = [int(x) for x in args.receivers.split(",") if x]
     for n in [int(x) for x in args.hosts.split(",")]:
-        results.append(bench_n(n, args.megabytes, args.rate * 1e6, args.repeat))
+        results.append(bench_n(n, args.megabytes, args.rate * 1e6, args.repeat, receivers))
         print(table(results[-1:]), flush=True)
     print(table(results))
     for r in results:
-        save(r, args.out, f"fanout-{r['hosts']}")
+        save(r, args.out, f"fanout-{r['hosts']}" + ("-receivers" if receivers else ""))
     print(json.dumps({"targets": targets(results)}, indent=2))
     return 0
 

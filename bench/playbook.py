@@ -18,8 +18,10 @@ import subprocess
 import sys
 
 from bench.common import (
+    FLOOR,
     Prepared,
     Sample,
+    floor_tool,
     measure,
     parse_args,
     pick,
@@ -110,17 +112,18 @@ def run(
     """Converge once, then ``repeat`` measured no-change runs of every tool (Ansible with its
     defaults only ``defaults_repeat`` times: it is by far the slowest)."""
     cmds = tools(p, n)
-    cmds = pick(cmds, only)
+    cmds = pick(cmds, only) | {tool: (cmd, p.env) for tool, cmd in floor_tool(p).items()}
     extra: dict[str, object] = {"workload": "converged 20-task playbook", "repeat": repeat}
     converge = {}
     for tool, (cmd, env) in cmds.items():
-        if tool == ANSIBLE_DEFAULTS:
-            continue  # shares ansible.yml's files with the tuned run
-        first = measure(f"{tool} (first run)", cmd, env)
+        if tool in (ANSIBLE_DEFAULTS, FLOOR):
+            continue  # shares ansible.yml's files with the tuned run; the floor changes nothing
+        first = measure(f"{tool} (first run)", cmd, env, cap=p.cap_for(tool))
         converge[tool] = {
             "wall_s": first.wall,
             "cpu_s": first.cpu,
             "changed": changed(tool, first.output),
+            "capped": first.capped,
         }
     extra["first_run"] = converge
     extra["provision_own_count"] = provision_trips(p, n)
@@ -130,7 +133,12 @@ def run(
         for tool, (cmd, env) in cmds.items():
             if tool == ANSIBLE_DEFAULTS and rep >= defaults_repeat:
                 continue
-            sample = measure(tool, cmd, env, logs=p.logs)
+            sample = p.timed(tool, cmd, env)
+            if sample is None:
+                continue
+            if tool == FLOOR:  # one command, no playbook: nothing to count
+                samples.append(sample)
+                continue
             nochange.setdefault(tool, []).append(changed(tool, sample.output))
             sample.ok = sample.ok and nochange[tool][-1] == 0
             samples.append(sample)

@@ -43,7 +43,13 @@ def markdown(out: str) -> str:
             table(doc),
             "",
         ]
-        checks = doc.get("targets", []) if n >= 50 else []  # the targets: 50 hosts
+        if "load_before" in doc:  # the 1-minute load average around the run
+            parts += [
+                f"Load average: {doc['load_before'][0]:.1f} before, "
+                f"{doc['load_after'][0]:.1f} after.",
+                "",
+            ]
+        checks = doc.get("targets", [])
         parts += [f"- {line}" for line in checks] + ([""] if checks else [])
     return "\n".join(parts)
 

@@ -74,8 +74,8 @@ class ResultGroups:
             self.out.add(key)
         elif ev.status in ENDED:
             self.last[key] = ev.index
-            ignored = ev.result is not None and ev.result.ignored
-            if (ev.status == "failed" and not ignored) or ev.index >= ev.total:
+            goes_on = ev.result is not None and (ev.result.ignored or ev.result.rescued)
+            if (ev.status == "failed" and not goes_on) or ev.index >= ev.total:
                 self.out.add(key)
         if printable:
             result = ev.result

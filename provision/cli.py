@@ -40,6 +40,23 @@ exit codes (the same in every command; docs/cli.md):
   130  interrupted (Ctrl-C)"""
 
 
+# ansible-playbook's options that provision does not have, and what to do instead (an Ansible
+# user's habit gets an answer, not just "unrecognized arguments").
+ANSIBLE_ONLY_OPTIONS = {
+    "-k": "apply logs in with keys; `provision onboard HOST` sets up key login with the password",
+    "--ask-pass": "apply logs in with keys; `provision onboard HOST` sets up key login with "
+    "the password",
+    "--become-user": "set become_user on the play, or ansible_become_user in the inventory",
+    "--start-at-task": "select tasks with --tags/--skip-tags; a converged task costs no extra "
+    "round trip, so rerunning from the top is cheap",
+    "--step": "run with --check --diff first to see every change, then without",
+    "--force-handlers": "rerun after the failure is fixed: the handlers are notified again",
+    "--flush-cache": "provision keeps no fact cache: facts are read on every run",
+    "-c": "provision connects with SSH (or ansible_connection=local per host)",
+    "--connection": "provision connects with SSH (or ansible_connection=local per host)",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on a bad option, the code of "some host failed": exit 5 instead."""
 
@@ -60,8 +77,14 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         """An unknown option after a subcommand is that subcommand's error, with its usage
-        (argparse leaves it to the top parser, which shows the top usage)."""
+        (argparse leaves it to the top parser, which shows the top usage); an option of
+        ansible-playbook's that provision lacks says so and what to use instead."""
         parsed, extra = self.parse_known_args(args, namespace)
+        for word in extra:
+            instead = ANSIBLE_ONLY_OPTIONS.get(word.split("=", 1)[0])
+            if instead is not None:
+                command = subcommands(self).get(getattr(parsed, "command", None) or "", self)
+                command.error(f"{word.split('=', 1)[0]} is not supported: {instead}")
         if extra:
             command = subcommands(self).get(getattr(parsed, "command", None) or "", self)
             command.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -460,6 +483,11 @@ def _resolve_inventory(args: argparse.Namespace, config: Config) -> None:
     if not hasattr(args, "inventory"):
         return
     given = getattr(args, "inventory_file", None)
+    if given and getattr(args, "command", None) == "apply" and _is_playbook_file(given):
+        # `provision apply site.yml -i hosts.ini`, as ansible-playbook takes it
+        if args.playbook:
+            raise ConfigError(f"two playbooks: {given} and -p {args.playbook}; give one")
+        args.playbook, given = given, None
     if given and args.inventory:
         raise ConfigError("give the inventory once: either as an argument or with -i")
     args.inventory, args.inventory_file = args.inventory or given, None
@@ -469,6 +497,23 @@ def _resolve_inventory(args: argparse.Namespace, config: Config) -> None:
     if setting is not None:
         args.inventory = setting.value
         log.info("inventory %s (from %s)", setting.value, setting.origin)
+
+
+def _is_playbook_file(path: str) -> bool:
+    """A YAML list (a playbook's plays), not an inventory: an INI or YAML inventory never
+    starts with ``-``. Decided on the first line of content, so a playbook with a YAML error
+    is still taken as the playbook and its error reported as one."""
+    if not path.endswith((".yml", ".yaml")) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                text = line.strip()
+                if text and not text.startswith("#") and text != "---":
+                    return text.startswith("-")
+    except OSError:
+        return False
+    return False
 
 
 def _use_config(args: argparse.Namespace, config: Config, env: Environment) -> None:

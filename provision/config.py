@@ -11,7 +11,8 @@ What (``lib/ansible/config/base.yml``): ``[defaults]`` ``inventory`` (a comma-se
 relative to the file's directory; env ``ANSIBLE_INVENTORY``, relative to the working
 directory), ``remote_user`` (``ANSIBLE_REMOTE_USER``), ``private_key_file``
 (``ANSIBLE_PRIVATE_KEY_FILE``), ``forks`` (``ANSIBLE_FORKS``), ``timeout`` (``ANSIBLE_TIMEOUT``),
-``host_key_checking`` (``ANSIBLE_HOST_KEY_CHECKING``). An environment variable beats the file,
+``host_key_checking`` (``ANSIBLE_HOST_KEY_CHECKING``), ``roles_path`` (a colon-separated path list,
+relative to the file's directory; ``ANSIBLE_ROLES_PATH``). An environment variable beats the file,
 as in Ansible; ``PROVISION_INVENTORY`` beats both. Values are parsed as Ansible does:
 ``configparser`` with ``;`` inline comments, surrounding quotes removed.
 
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from provision.booleans import NotABoolean, boolean
 from provision.errors import ConfigError
 
 # [defaults] keys provision uses, with the environment variable that overrides each.
@@ -38,11 +40,9 @@ ENV_NAMES = {
     "forks": "ANSIBLE_FORKS",
     "timeout": "ANSIBLE_TIMEOUT",
     "host_key_checking": "ANSIBLE_HOST_KEY_CHECKING",
+    "roles_path": "ANSIBLE_ROLES_PATH",
 }
 PROVISION_INVENTORY = "PROVISION_INVENTORY"
-# ansible-core's module_utils/parsing/convert_bool.py
-_TRUE = {"y", "yes", "on", "1", "true", "t"}
-_FALSE = {"n", "no", "off", "0", "false", "f"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,8 @@ def _typed(key: str, raw: str, origin: str, base_dir: str) -> Any:
         return [_path(p.strip(), base_dir) if p.strip() else "" for p in raw.split(",")]
     if key == "private_key_file":
         return _path(raw, base_dir)
+    if key == "roles_path":  # Ansible's "pathspec": os.pathsep-separated
+        return [_path(p.strip(), base_dir) for p in raw.split(os.pathsep) if p.strip()]
     if key in ("forks", "timeout"):
         try:
             number = int(raw)
@@ -136,11 +138,10 @@ def _typed(key: str, raw: str, origin: str, base_dir: str) -> Any:
             raise ConfigError(f"{origin}: {key} = {raw}: must be at least 1")
         return number
     if key == "host_key_checking":
-        if raw.lower() in _TRUE:
-            return True
-        if raw.lower() in _FALSE:
-            return False
-        raise ConfigError(f"{origin}: {key} = {raw}: not a boolean (true or false)")
+        try:
+            return boolean(raw)
+        except NotABoolean:
+            raise ConfigError(f"{origin}: {key} = {raw}: not a boolean (true or false)") from None
     return raw
 
 

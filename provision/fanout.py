@@ -8,8 +8,11 @@ it asks for a role. The first request for an image waits (at most :data:`MEET_WA
 until every host of the batch has either reported on the image or finished its play, so a host
 that already holds the image is found before anyone pulls, and the puller is the lacking host
 with the most free space on Docker's data root (inventory order breaks ties). Every host that
-ends with the image becomes a source in turn, one stream at a time, so the sources double each
-round (1 -> 2 -> 4 -> 8): a tree, not a star.
+ends with the image becomes a source in turn. A source serves one :class:`Transfer` at a time:
+one ``docker save`` that the controller copies to up to :data:`RECEIVERS` waiting hosts at
+once (the controller's link carries the image once in and k times out, (1 + k)·S, where k
+single transfers carried 2k·S), so the holders grow (1 + k)-fold each round (k = 7:
+1 -> 8 -> 64): a tree, not a star.
 
 Only verified images are offered: for a reference pinned by digest, an image whose registry
 digests (or provision's pin tag, see :func:`provision.audit.probe.pin_tag`) name the digest; for
@@ -28,7 +31,8 @@ from typing import Any
 from provision.errors import ProvisionError
 
 MEET_WAIT = 60.0  # seconds the first request waits for the batch's other hosts to report
-SOURCE_STREAMS = 1  # streams one source serves at once (each round doubles the sources)
+SOURCE_STREAMS = 1  # transfers (docker saves) one source serves at once
+RECEIVERS = 7  # receivers one transfer feeds at once (docs/performance.md: 1, 3, 7 measured)
 
 
 class FanOutFailed(ProvisionError):
@@ -41,6 +45,41 @@ class Source:
     session: Any
     image_id: str
     size: int | None
+
+
+@dataclass
+class Receiver:
+    """A host waiting for the image, with what the transfer that feeds it needs of it."""
+
+    host: str
+    session: Any
+    become: bool | None
+    on_progress: Callable[[str], None]
+    exclude: set[str] = field(default_factory=set)  # sources whose side broke for it
+
+
+@dataclass
+class Transfer:
+    """One ``docker save`` on ``source`` into ``docker load`` on every receiver. The first
+    receiver (the leader) runs it and :meth:`finish` es it with each receiver's outcome; the
+    others :meth:`wait` for theirs."""
+
+    source: Source
+    receivers: list[Receiver]
+    outcomes: dict[str, Any] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def leads(self, host: str) -> bool:
+        return self.receivers[0].host == host
+
+    def finish(self, outcomes: dict[str, Any]) -> None:
+        self.outcomes.update(outcomes)
+        self.done.set()
+
+    def wait(self, host: str, timeout: float) -> Any:
+        """This receiver's outcome; None when the leader never said (it died, or timed out)."""
+        self.done.wait(timeout)
+        return self.outcomes.get(host)
 
 
 @dataclass
@@ -61,14 +100,18 @@ class _Image:
     puller: str | None = None
     failure: str | None = None
     met: bool = False
-    received: dict[str, int] = field(default_factory=dict)  # bytes per receiving host
+    waiting: list[Receiver] = field(default_factory=list)  # in arrival order
+    assigned: dict[str, Transfer] = field(default_factory=dict)  # receiver -> its transfer
+    received: dict[str, int] = field(default_factory=dict)  # bytes per pulling/receiving host
     expected_bytes: dict[str, int] = field(default_factory=dict)
+    wanting: set[str] = field(default_factory=set)  # hosts that lacked it in this run
 
 
 class FanOut:
     """The engine's coordinator: one per run, every image reference one :class:`_Image`."""
 
     def __init__(self, order: Sequence[str] = ()) -> None:
+        self.receivers = RECEIVERS  # read when the run starts (the bench sets it)
         self.cond = threading.Condition()
         self.images: dict[str, _Image] = {}
         self.expected: list[str] = []
@@ -122,6 +165,7 @@ class FanOut:
             img = self._image(ref)
             img.reported.add(host)
             img.lacking[host] = free if free is not None else -1
+            img.wanting.add(host)
             self.cond.notify_all()
             deadline = time.monotonic() + MEET_WAIT
             while not img.met and not self._all_met(img):
@@ -144,24 +188,47 @@ class FanOut:
         """The lacking host with the most free space; inventory order breaks ties."""
         return min(img.lacking, key=lambda h: (-img.lacking[h], self.order.get(h, 1 << 30), h))
 
-    def acquire(self, ref: str, host: str, exclude: set[str]) -> Source | None:
-        """A free source for ``host`` (blocks while every source is busy and a pull runs);
-        None when ``host`` must pull itself: nobody holds the image and nobody pulls it."""
+    def acquire(self, ref: str, me: Receiver) -> Transfer | None:
+        """The transfer that feeds ``me``: one it leads, from a free source, taking along
+        other waiting hosts, or one another receiver leads (blocks while every source is busy
+        and a pull runs); None when ``me`` must pull itself: nobody holds the image and
+        nobody pulls it."""
         with self.cond:
             img = self._image(ref)
-            while True:
-                if img.failure is not None:
-                    raise FanOutFailed(img.failure)
-                usable = [s for h, s in img.sources.items() if h not in exclude]
-                free = [s for s in usable if img.busy.get(s.host, 0) < SOURCE_STREAMS]
-                if free:
-                    chosen = min(free, key=lambda s: (img.busy[s.host], self.order.get(s.host, 0)))
-                    img.busy[chosen.host] += 1
-                    return chosen
-                if not usable and img.puller is None:
-                    img.puller = host
-                    return None
-                self.cond.wait(5.0)
+            img.waiting.append(me)
+            try:
+                while True:
+                    if me.host in img.assigned:
+                        return img.assigned.pop(me.host)
+                    if img.failure is not None:
+                        raise FanOutFailed(img.failure)
+                    usable = [s for h, s in img.sources.items() if h not in me.exclude]
+                    free = [s for s in usable if img.busy.get(s.host, 0) < SOURCE_STREAMS]
+                    if free:
+                        return self._start(img, me, free)
+                    if not usable and img.puller is None:
+                        img.puller = me.host
+                        return None
+                    self.cond.wait(5.0)
+            finally:
+                if me in img.waiting:
+                    img.waiting.remove(me)
+
+    def _start(self, img: _Image, me: Receiver, free: list[Source]) -> Transfer:
+        """A transfer from the least busy free source to ``me`` and the hosts waiting longest
+        that may use that source (called with the lock held)."""
+        chosen = min(free, key=lambda s: (img.busy[s.host], self.order.get(s.host, 0)))
+        img.busy[chosen.host] += 1
+        others = [
+            r
+            for r in img.waiting
+            if r is not me and r.host not in img.assigned and chosen.host not in r.exclude
+        ][: max(0, self.receivers - 1)]
+        transfer = Transfer(chosen, [me, *others])
+        for r in others:
+            img.assigned[r.host] = transfer
+        self.cond.notify_all()
+        return transfer
 
     def release(self, ref: str, source: str, broken: bool) -> None:
         """A stream from ``source`` ended; a source whose own side broke is not used again."""
@@ -189,16 +256,26 @@ class FanOut:
             if img.puller == host:
                 img.puller = None
             img.lacking.pop(host, None)
+            img.wanting.discard(host)  # no longer part of the lab-wide total
+            img.received.pop(host, None)
+            img.expected_bytes.pop(host, None)
             self.cond.notify_all()
 
     def count(self, ref: str, host: str, done: int, total: int | None) -> tuple[int, int]:
-        """Record ``host``'s bytes received; returns the lab-wide (received, expected)."""
+        """Record ``host``'s bytes pulled or received; returns the lab-wide (moved, expected).
+
+        Expected counts every host that lacked the image in this run, those whose transfer
+        has not started yet at the size of the image a source holds (else of a known one)."""
         with self.cond:
             img = self._image(ref)
             img.received[host] = done
             if total:
                 img.expected_bytes[host] = total
-            return sum(img.received.values()), sum(img.expected_bytes.values())
+            known = img.expected_bytes
+            sizes = [s.size for s in img.sources.values() if s.size]
+            guess = max(sizes or known.values() or [0])
+            expected = sum(known.get(h, guess) for h in img.wanting | set(known))
+            return sum(img.received.values()), max(expected, sum(img.received.values()))
 
 
 @dataclass
@@ -219,8 +296,9 @@ class Member:
     def role(self, ref: str, free: int | None) -> Role:
         return self.fanout.role(ref, self.host, free)
 
-    def acquire(self, ref: str, exclude: set[str]) -> Source | None:
-        return self.fanout.acquire(ref, self.host, exclude)
+    def acquire(self, ref: str, exclude: set[str], become: bool | None) -> Transfer | None:
+        me = Receiver(self.host, self.session, become, self.on_progress, set(exclude))
+        return self.fanout.acquire(ref, me)
 
     def release(self, ref: str, source: str, broken: bool) -> None:
         self.fanout.release(ref, source, broken)
@@ -235,4 +313,14 @@ class Member:
         return self.fanout.count(ref, self.host, done, total)
 
 
-__all__ = ["MEET_WAIT", "FanOut", "FanOutFailed", "Member", "Role", "Source"]
+__all__ = [
+    "MEET_WAIT",
+    "RECEIVERS",
+    "FanOut",
+    "FanOutFailed",
+    "Member",
+    "Receiver",
+    "Role",
+    "Source",
+    "Transfer",
+]

@@ -8,11 +8,12 @@ with_X to loop", "Adding controls to loops") and the ``items``, ``list``, ``dict
 
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Mapping
 from typing import Any
 
+import jinja2
+
+from provision.ansible_filters import LOOKUPS, run_lookup
 from provision.errors import ProvisionError
 
 
@@ -20,41 +21,25 @@ class LoopError(ProvisionError):
     """A loop's value is not what its form takes; the message starts with the task."""
 
 
-def loop_items(kind: str, value: Any, base_dir: str, where: str) -> list[Any]:
-    """The items of a rendered loop value: ``loop``/``with_list`` as given, ``with_items``
-    flattened one level, ``with_dict`` as ``{key, value}`` pairs, ``with_fileglob`` the
-    controller's files matching each pattern (relative ones under ``files/`` beside the play,
-    then beside it), as Ansible's lookups give them."""
-    if kind == "dict":
-        if not isinstance(value, Mapping):
-            raise LoopError(f"{where}: with_dict expects a mapping, got {type(value).__name__}")
-        return [{"key": k, "value": v} for k, v in value.items()]
-    items = value if isinstance(value, list) else [value]
-    if kind == "items":
-        return [x for item in items for x in (item if isinstance(item, list) else [item])]
-    if kind == "fileglob":
-        return [path for pattern in items for path in _files_matching(str(pattern), base_dir)]
-    if kind == "loop" and not isinstance(value, list):
-        raise LoopError(f"{where}: loop must render to a list, got {value!r}")
-    return items
-
-
-def _files_matching(pattern: str, base_dir: str) -> list[str]:
-    """The fileglob lookup: files only (no directories), first in the directory that matches."""
-    pattern = os.path.expanduser(pattern)
-    places = (
-        [pattern]
-        if os.path.isabs(pattern)
-        else [
-            os.path.join(base_dir, "files", pattern),
-            os.path.join(base_dir, pattern),
-        ]
-    )
-    for place in places:
-        found = sorted(p for p in glob.glob(place) if os.path.isfile(p))
-        if found:
-            return found
-    return []
+def loop_items(
+    kind: str, value: Any, base_dir: str, where: str, role_path: str | None = None
+) -> list[Any]:
+    """The items of a rendered loop value: ``loop`` as given (a list), ``with_<lookup>`` the
+    lookup's answer for the value, as Ansible runs it (``query(lookup, value)``): with_items
+    flattened one level, with_dict ``{key, value}`` pairs, with_fileglob the controller's
+    files (under ``files/`` beside the play, then beside it; a role task's role first)..."""
+    if kind == "loop":
+        if not isinstance(value, list):
+            raise LoopError(f"{where}: loop must render to a list, got {value!r}")
+        return value
+    if kind == "dict" and not isinstance(value, Mapping):
+        raise LoopError(f"{where}: with_dict expects a mapping, got {type(value).__name__}")
+    terms = value if isinstance(value, list) else [value]
+    places = {"playbook_dir": base_dir, "role_path": role_path}
+    try:
+        return run_lookup(kind, terms, places)
+    except jinja2.TemplateError as exc:
+        raise LoopError(f"{where}: with_{kind}: {exc}") from None
 
 
 def item_scope(
@@ -86,3 +71,8 @@ def item_scope(
             **({"nextitem": items[index + 1]} if index < length - 1 else {}),
         }
     return scope
+
+
+# Ansible's with_<lookup> forms (each is ``query(lookup, value)``: docs.ansible.com/ansible/
+# latest/playbook_guide/playbooks_loops.html, "Migrating from with_X to loop") -> the lookup.
+WITH_LOOPS = {f"with_{name}": name for name in LOOKUPS}

@@ -6,16 +6,23 @@ Every mapping keeps the line it started on, so each error reads
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from provision.booleans import NotABoolean, boolean
 from provision.errors import ProvisionError
-from provision.modules import MODULES, module_named
+from provision.loops import WITH_LOOPS
+from provision.modules import ANSIBLE_NAMES, MODULES, module_named
 from provision.modules.base import ArgError, Module, is_template
+from provision.roles import RoleError, RoleLoader, RoleRef, RoleUse, include_ref, role_ref
+from provision.suggest import did_you_mean
 from provision.vault import (
     Locked,
     VaultedText,
@@ -53,15 +60,8 @@ TASK_KEYWORDS = {
     "environment",
     "become_user",
     "become_method",
-    *(f"with_{kind}" for kind in ("items", "list", "dict", "fileglob")),
-}
-# Ansible's with_<lookup> forms this engine runs, and the loop each one means (docs.ansible.com
-# /ansible/latest/playbook_guide/playbooks_loops.html, "Migrating from with_X to loop").
-WITH_LOOPS = {
-    "with_items": "items",
-    "with_list": "list",
-    "with_dict": "dict",
-    "with_fileglob": "fileglob",
+    "run_once",
+    *WITH_LOOPS,
 }
 LOOP_CONTROL = {"loop_var", "index_var", "label", "pause", "extended"}
 PLAY_KEYWORDS = {
@@ -79,8 +79,27 @@ PLAY_KEYWORDS = {
     "defaults",
     "environment",
     "become_method",
+    # roles and the sections around them (provision/roles.py), play tags, connection
+    "roles",
+    "pre_tasks",
+    "post_tasks",
+    "tags",
+    "connection",
+    "collections",  # accepted: FQCN module names resolve without it
 }
-UNSUPPORTED_PLAY = {"roles", "pre_tasks", "post_tasks", "include"}
+UNSUPPORTED_PLAY = {"include"}
+# Ansible's connection plugins provision has: ssh (also as smart and paramiko) and local
+# (provision/target.py); a play's ``connection`` is used where a host sets none.
+# ansible-core's plugins/connection/: ssh.py, paramiko_ssh.py (documented as paramiko),
+# local.py; smart is the default that picks ssh. FQCNs (ansible.builtin.ssh) name the same.
+_CONNECTIONS = {"ssh": "ssh", "smart": "ssh", "paramiko": "ssh", "paramiko_ssh": "ssh"}
+PLAY_CONNECTIONS = {
+    **{
+        f"{prefix}{name}": kind
+        for name, kind in {**_CONNECTIONS, "local": "local"}.items()
+        for prefix in ("", "ansible.builtin.")
+    }
+}
 IMPORT_KEYWORDS = {"import_playbook", "name"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -180,11 +199,49 @@ class Task:
     loop_label: Any = None
     loop_pause: float = 0
     loop_extended: bool = False
+    # Blocks: the keywords written on the task itself; an enclosing block's keyword fills
+    # only the others (the task's own value wins, as in Ansible's inheritance).
+    keywords: frozenset[str] = frozenset()
+    # run_once: the first host of the batch runs it, every host of the batch gets its result.
+    run_once: bool = False
+    # Roles: the directory of the role the task comes from; its files/, templates/ and vars/
+    # are searched before the play's (modules.base.Context.search_dirs).
+    role_path: str | None = None
 
     @property
     def where(self) -> str:
         """``FILE:LINE: task 'NAME'``: the prefix of every message about this task."""
         return f"{self.file}:{self.line}: task '{self.name}'"
+
+
+@dataclass
+class Block:
+    """Ansible's ``block``/``rescue``/``always`` (docs.ansible.com/ansible/latest/
+    playbook_guide/playbooks_blocks.html): the block's keywords are already on its tasks
+    (pushed down at load, the tasks' own values winning); ``rescue`` runs when a task of
+    ``block`` fails, ``always`` runs whatever happened. Items nest."""
+
+    name: str
+    file: str
+    line: int
+    block: list[Task | Block] = field(default_factory=list)
+    rescue: list[Task | Block] = field(default_factory=list)
+    always: list[Task | Block] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}: block '{self.name}'"
+
+
+def leaf_tasks(items: list[Task | Block]) -> list[Task]:
+    """Every task in ``items``, blocks opened (block, rescue, always), in the order written."""
+    out: list[Task] = []
+    for item in items:
+        if isinstance(item, Block):
+            out += leaf_tasks([*item.block, *item.rescue, *item.always])
+        else:
+            out.append(item)
+    return out
 
 
 @dataclass
@@ -203,8 +260,10 @@ class Play:
     max_fail_percentage: float | None = None
     gather_facts: bool = True
     environment: Any = None  # every task's environment, under the task's own
-    tasks: list[Task] = field(default_factory=list)
+    tasks: list[Task | Block] = field(default_factory=list)
     handlers: list[Task] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # already on every task of the play
+    connection: str | None = None  # "ssh" or "local": a host's ansible_connection beats it
 
     @property
     def base_dir(self) -> str:
@@ -230,14 +289,10 @@ class Playbook:
 
 
 def _bool(value: Any, where: str, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("yes", "true", "on", "1", "y"):
-        return True
-    if text in ("no", "false", "off", "0", "n"):
-        return False
-    raise PlaybookError(f"{where}: '{key}' must be a boolean, got {value!r}")
+    try:
+        return boolean(value)
+    except NotABoolean:
+        raise PlaybookError(f"{where}: '{key}' must be a boolean, got {value!r}") from None
 
 
 def _bool_or_template(value: Any, where: str, key: str) -> bool | str:
@@ -411,7 +466,8 @@ def _parse_play(
         if key in UNSUPPORTED_PLAY:
             raise PlaybookError(f"{where}: '{key}' is not supported (see docs/playbooks.md)")
         if key not in PLAY_KEYWORDS:
-            raise PlaybookError(f"{where}: unknown play keyword '{key}'")
+            hint = did_you_mean(str(key), PLAY_KEYWORDS)
+            raise PlaybookError(f"{where}: unknown play keyword '{key}'{hint}")
     if not raw.get("hosts"):
         raise PlaybookError(f"{where}: 'hosts' is required")
     hosts = raw["hosts"]
@@ -445,19 +501,13 @@ def _parse_play(
             play.max_fail_percentage = float(str(raw["max_fail_percentage"]).rstrip("%"))
         except ValueError:
             raise PlaybookError(f"{where}: 'max_fail_percentage' must be a number") from None
-    for section in ("tasks", "handlers"):
-        items = raw.get(section) or []
-        if not isinstance(items, list):
-            raise PlaybookError(f"{where}: '{section}' must be a list of tasks")
-        getattr(play, section).extend(
-            parse_tasks(items, path, section == "handlers", f"{where}: {section}", ())
-        )
+    _play_sections(play, raw, where, secrets)
     names = {}
     for handler in play.handlers:
         names[handler.name] = handler
         for topic in handler.listen:
             names[topic] = handler
-    for task in play.tasks + play.handlers:
+    for task in [*leaf_tasks(play.tasks), *play.handlers]:
         for target in task.notify:
             if target not in names:
                 raise PlaybookError(f"{task.where}: notify names no handler: '{target}'")
@@ -501,7 +551,8 @@ def _parse_task(raw: LineDict, path: str, number: int, handler: bool) -> Task:
     modules = [key for key in raw if key not in TASK_KEYWORDS]
     for key in modules:
         if module_named(key) is None:
-            raise PlaybookError(f"{where}: unknown module or keyword '{key}'")
+            hint = did_you_mean(key, [*TASK_KEYWORDS, *MODULES, *ANSIBLE_NAMES])
+            raise PlaybookError(f"{where}: unknown module or keyword '{key}'{hint}")
     if not modules:
         raise PlaybookError(f"{where}: no module given")
     if len(modules) > 1:
@@ -529,6 +580,7 @@ def _parse_task(raw: LineDict, path: str, number: int, handler: bool) -> Task:
     except ArgError as exc:
         raise PlaybookError(f"{where}: {exc}") from None
     task = Task(name=name, module=module_name, args=args, file=path, line=raw.line)
+    task.keywords = frozenset(k for k in raw if k in TASK_KEYWORDS)
     task.when = raw.get("when")
     if "notify" in raw:
         task.notify = _str_list(raw["notify"], where, "notify")
@@ -563,6 +615,8 @@ def _parse_task(raw: LineDict, path: str, number: int, handler: bool) -> Task:
     _retry_keywords(task, raw, where)
     if "check_mode" in raw:
         task.check_mode = _bool(raw["check_mode"], where, "check_mode")
+    if "run_once" in raw:
+        task.run_once = _bool(raw["run_once"], where, "run_once")
     return task
 
 
@@ -573,13 +627,19 @@ IMPORT_TASKS_KEYWORDS = {*IMPORT_TASKS, "name", "when", "tags", "vars", "become"
 
 def parse_tasks(
     items: list[Any], path: str, handler: bool, where: str, open_files: tuple[str, ...]
-) -> list[Task]:
+) -> list[Task | Block]:
     """A list of tasks written in ``path``, ``import_tasks`` inlined (Ansible's static import:
     the imported tasks join the play's, so their state reads join the batched read)."""
-    out: list[Task] = []
+    out: list[Task | Block] = []
     for number, item in enumerate(items, 1):
         if not isinstance(item, LineDict):
             raise PlaybookError(f"{where} item {number} is not a mapping")
+        if "block" in item:
+            out.append(_parse_block(item, path, number, handler, open_files))
+            continue
+        if any(k in item for k in IMPORT_ROLE):  # roles: see the end of this file
+            out.extend(_import_role(item, path, handler))
+            continue
         key = next((k for k in IMPORT_TASKS if k in item), None)
         if key is None:
             out.append(_parse_task(item, path, number, handler))
@@ -598,7 +658,7 @@ def task_file(including: str, name: str, play_dir: str) -> str:
 
 def load_task_file(
     path: str, handler: bool, where: str, open_files: tuple[str, ...] = ()
-) -> list[Task]:
+) -> list[Task | Block]:
     """The tasks of one task file (import_tasks, include_tasks); raises PlaybookError."""
     if os.path.abspath(path) in open_files:
         raise PlaybookError(f"{where}: include cycle: {path} is already being read")
@@ -614,7 +674,7 @@ def load_task_file(
 
 def _import_tasks(
     raw: LineDict, key: str, path: str, handler: bool, open_files: tuple[str, ...]
-) -> list[Task]:
+) -> list[Task | Block]:
     where = f"{path}:{raw.line}: {key}"
     for other in raw:
         if other not in IMPORT_TASKS_KEYWORDS:
@@ -637,13 +697,103 @@ def _import_tasks(
         raise PlaybookError(f"{where}: 'vars' must be a mapping")
     tags = _str_list(raw["tags"], where, "tags") if "tags" in raw else []
     become = _bool_or_template(raw["become"], where, "become") if "become" in raw else None
-    for task in tasks:
+    for task in leaf_tasks(tasks):
         task.when = _all_of(raw.get("when"), task.when)
         task.tags = [*tags, *(t for t in task.tags if t not in tags)]
         task.vars = {**extra_vars, **task.vars}
         if task.become is None:
             task.become = become
     return tasks
+
+
+# What a block may carry (besides its sections); each is inherited by the block's tasks.
+BLOCK_INHERITED = {
+    "when",
+    "tags",
+    "vars",
+    "become",
+    "ignore_errors",
+    "no_log",
+    "environment",
+    "check_mode",
+    "run_once",
+}
+BLOCK_KEYWORDS = {"block", "rescue", "always", "name", "become_method", *BLOCK_INHERITED}
+
+
+def _parse_block(
+    raw: LineDict, path: str, number: int, handler: bool, open_files: tuple[str, ...]
+) -> Block:
+    """``- block: [...]`` with optional ``rescue:``/``always:`` and the block's keywords,
+    which are pushed down onto every task inside (see :func:`_inherit`)."""
+    name = str(raw.get("name") or f"block {number}")
+    where = f"{path}:{raw.line}: block '{name}'"
+    if handler:
+        raise PlaybookError(f"{where}: a block in handlers is not supported; list the handlers")
+    for key in raw:
+        if key == "become_user":  # one become user per connection (provision/ssh.py)
+            raise PlaybookError(
+                f"{where}: a block's 'become_user' is not supported yet; set 'become_user' on "
+                "the play, or ansible_become_user on the host"
+            )
+        if key not in BLOCK_KEYWORDS:
+            raise PlaybookError(
+                f"{path}:{raw.line_of(key)}: block '{name}': '{key}' is not supported on a "
+                f"block (known: {', '.join(sorted(BLOCK_KEYWORDS))})"
+            )
+    _become_method(raw, where)
+    block = Block(name, path, raw.line)
+    for section in ("block", "rescue", "always"):
+        items = raw.get(section) or []
+        if not isinstance(items, list):
+            raise PlaybookError(f"{where}: '{section}' must be a list of tasks")
+        parsed = parse_tasks(items, path, handler, f"{where}: {section}", open_files)
+        setattr(block, section, parsed)
+    inherited = _block_keywords(raw, where)
+    for task in leaf_tasks([block]):
+        _inherit(task, inherited)
+    return block
+
+
+def _block_keywords(raw: LineDict, where: str) -> dict[str, Any]:
+    """The block's inheritable keywords, checked as a task's are."""
+    out: dict[str, Any] = {}
+    if raw.get("when") is not None:
+        out["when"] = raw["when"]
+    if "tags" in raw:
+        out["tags"] = _str_list(raw["tags"], where, "tags")
+    if raw.get("vars") is not None:
+        if not isinstance(raw["vars"], dict):
+            raise PlaybookError(f"{where}: 'vars' must be a mapping")
+        out["vars"] = dict(raw["vars"])
+    for key in ("become", "ignore_errors", "no_log"):
+        if key in raw:
+            out[key] = _bool_or_template(raw[key], where, key)
+    for key in ("check_mode", "run_once"):
+        if key in raw:
+            out[key] = _bool(raw[key], where, key)
+    if raw.get("environment") is not None:
+        out["environment"] = _environment(raw["environment"], where)
+    return out
+
+
+def _inherit(task: Task, inherited: dict[str, Any]) -> None:
+    """A block's keywords onto one of its tasks: ``when`` joins the task's (the block's
+    first), tags and vars merge (the task's vars win), the environment goes under the task's,
+    and become/ignore_errors/no_log/check_mode/run_once fill only what the task does not set."""
+    if "when" in inherited:
+        task.when = _all_of(inherited["when"], task.when)
+    tags = inherited.get("tags", [])
+    task.tags = [*tags, *(t for t in task.tags if t not in tags)]
+    task.vars = {**inherited.get("vars", {}), **task.vars}
+    if "environment" in inherited:
+        env = task.environment
+        below = [] if env is None else env if isinstance(env, list) else [env]
+        task.environment = [inherited["environment"], *below] if below else inherited["environment"]
+    filled = {"become", "ignore_errors", "no_log", "check_mode", "run_once"} & inherited.keys()
+    for key in filled - task.keywords:
+        setattr(task, key, inherited[key])
+    task.keywords = task.keywords | filled  # an outer block does not override an inner one
 
 
 def _all_of(*conditions: Any) -> Any:
@@ -874,3 +1024,243 @@ def _retry_keywords(task: Task, raw: LineDict, where: str) -> None:
             raise PlaybookError(f"{where}: 'throttle' must be a number of hosts, got {throttle!r}")
         else:
             task.throttle = int(str(throttle))
+
+
+# -- roles: roles:, pre_tasks/post_tasks, import_role (provision/roles.py finds and orders) ----
+
+IMPORT_ROLE = ("import_role", "ansible.builtin.import_role")
+# What an import_role line may carry besides its options; each applies to every task of the
+# role (its vars as the role's ``vars:``). A loop needs include_role, as in Ansible.
+IMPORT_ROLE_KEYWORDS = {*IMPORT_ROLE, "name", "when", "tags", "vars", "become", "environment"}
+FLUSH_HANDLERS = "meta: flush_handlers"  # Ansible's implicit task between a play's sections
+
+
+@dataclass
+class _PlayRoles:
+    """The roles of the play being read: the loader (what already ran: dedup) and what the
+    roles add to the play besides tasks (their handlers, their defaults)."""
+
+    loader: RoleLoader
+    handlers: list[Task | Block] = field(default_factory=list)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)  # the last role's own (include_role)
+
+
+# The play being read, for import_role anywhere in its task lists (parse_tasks' signature is
+# shared with blocks and task files, so the play's roles travel beside it, not through it).
+_PLAY_ROLES: ContextVar[_PlayRoles | None] = ContextVar("provision_play_roles", default=None)
+
+
+class _RoleReader:
+    """roles.RoleFiles: role files read as playbook files are (lines, vault)."""
+
+    def __init__(self, secrets: tuple[VaultSecret, ...]) -> None:
+        self.secrets = secrets
+
+    def data(self, path: str) -> Any:
+        return _load_yaml(_read_source(path, f"{path}: cannot read"), path, self.secrets)
+
+    def mapping(self, path: str, key: str) -> dict[str, Any]:
+        text = _read_source(path, f"{path}: cannot read")
+        return _vars_mapping(text, path, key, self.secrets)
+
+
+def _play_sections(
+    play: Play, raw: LineDict, where: str, secrets: tuple[VaultSecret, ...] = ()
+) -> None:
+    """The play's tasks in Ansible's order (Play.compile): pre_tasks, handlers flushed, roles
+    (dependencies first), tasks, handlers flushed, post_tasks (the end-of-play flush is the
+    engine's); the roles' handlers before the play's, import_role's after; the roles'
+    defaults under the play's; play ``tags`` on every task."""
+    path = play.file
+    collected = _PlayRoles(RoleLoader(play.base_dir, _RoleReader(secrets)))
+    token = _PLAY_ROLES.set(collected)
+    try:
+        role_tasks, role_handlers = _roles_section(raw, path, where, collected)
+        sections = {
+            name: _section(raw, name, path, where)
+            for name in ("pre_tasks", "tasks", "post_tasks", "handlers")
+        }
+    except RoleError as exc:
+        raise PlaybookError(str(exc)) from None
+    finally:
+        _PLAY_ROLES.reset(token)
+    pre, post = sections["pre_tasks"], sections["post_tasks"]
+    play.tasks.extend(pre)
+    if pre:
+        play.tasks.append(_flush_handlers(path, raw.line_of("pre_tasks")))
+    play.tasks.extend([*role_tasks, *sections["tasks"]])
+    if post:
+        play.tasks.extend([_flush_handlers(path, raw.line_of("post_tasks")), *post])
+    handlers = [*role_handlers, *sections["handlers"], *collected.handlers]
+    play.handlers.extend(_last_copies(leaf_tasks(handlers)))
+    play.defaults = {**collected.defaults, **play.defaults}
+    if "tags" in raw:
+        play.tags = _str_list(raw["tags"], where, "tags")
+        for task in leaf_tasks(play.tasks):
+            _inherit(task, {"tags": play.tags})
+    if raw.get("connection") is not None:
+        play.connection = _connection(raw["connection"], f"{path}:{raw.line_of('connection')}")
+
+
+def _last_copies(handlers: list[Task]) -> list[Task]:
+    """A role's handlers once: a role used again (other params, import_role) loads them again,
+    and, as in Ansible ("only the last one defined is notified"), the last copy is the one
+    that runs, with that use's variables."""
+    last = {(h.file, h.line): i for i, h in enumerate(handlers)}
+    return [h for i, h in enumerate(handlers) if last[(h.file, h.line)] == i]
+
+
+def _section(raw: LineDict, name: str, path: str, where: str) -> list[Task | Block]:
+    items = raw.get(name) or []
+    if not isinstance(items, list):
+        raise PlaybookError(f"{where}: '{name}' must be a list of tasks")
+    return parse_tasks(items, path, name == "handlers", f"{where}: {name}", ())
+
+
+def _flush_handlers(path: str, line: int) -> Task:
+    """Ansible's implicit ``meta: flush_handlers``; tagged ``always`` so that --tags keeps it
+    (Ansible never filters its implicit flushes by tags)."""
+    args = {"free_form": "flush_handlers"}
+    return Task(FLUSH_HANDLERS, "meta", args, path, line, tags=["always"])
+
+
+def _connection(value: Any, where: str) -> str:
+    """A play's ``connection``: one provision has (ssh, smart, paramiko: ssh; local)."""
+    name = str(value).strip().lower()
+    if name not in PLAY_CONNECTIONS:
+        known = ", ".join(sorted(k for k in PLAY_CONNECTIONS if "." not in k))
+        raise PlaybookError(
+            f"{where}: connection '{value}' is not supported (provision connects with {known})"
+        )
+    return PLAY_CONNECTIONS[name]
+
+
+def _roles_section(
+    raw: LineDict, path: str, where: str, collected: _PlayRoles
+) -> tuple[list[Task | Block], list[Task | Block]]:
+    """``roles:``: each entry's uses (dependencies first), as (tasks, handlers)."""
+    entries = raw.get("roles") or []
+    if not isinstance(entries, list):
+        raise PlaybookError(f"{where}: 'roles' must be a list of roles")
+    tasks: list[Task | Block] = []
+    handlers: list[Task | Block] = []
+    for number, entry in enumerate(entries):
+        line = getattr(entry, "line", 0) or raw.line_of("roles") + number + 1
+        more_tasks, more_handlers = _role_content(collected, role_ref(entry, path, line))
+        tasks += more_tasks
+        handlers += more_handlers
+    return tasks, handlers
+
+
+def _role_content(
+    collected: _PlayRoles, ref: RoleRef
+) -> tuple[list[Task | Block], list[Task | Block]]:
+    """The tasks and handlers of every use of ``ref`` (dependencies first); their defaults join
+    the play's (later roles winning, as Ansible combines the play's roles' defaults)."""
+    tasks: list[Task | Block] = []
+    handlers: list[Task | Block] = []
+    for use in collected.loader.uses(ref):
+        collected.defaults.update(use.defaults)
+        collected.vars = use.vars
+        where = use.chain[-1].where
+        if use.tasks_file:
+            tasks += _role_tasks(load_task_file(use.tasks_file, False, where), use, False)
+        if use.handlers_file:
+            handlers += _role_tasks(load_task_file(use.handlers_file, True, where), use, True)
+    return tasks, handlers
+
+
+def _role_tasks(items: list[Task | Block], use: RoleUse, handler: bool) -> list[Task | Block]:
+    """What a role's tasks inherit: each entry's keywords on the way (the nearest first, so it
+    wins), the role's variables under the task's own and its params over them; the role's
+    directory; Ansible's "ROLE : TASK" name (a handler keeps its name and answers both)."""
+    for ref in reversed(use.chain):
+        keywords = LineDict(ref.keywords)
+        keywords.line = ref.line
+        _become_method(keywords, ref.where)
+        inherited = _block_keywords(keywords, ref.where)
+        for task in leaf_tasks(items):
+            _inherit(task, inherited)
+    for task in leaf_tasks(items):
+        task.vars = {**use.vars, **task.vars, **use.params}
+        task.role_path = use.path
+        if handler:
+            task.listen = [*task.listen, f"{use.name} : {task.name}"]
+        else:
+            task.name = f"{use.name} : {task.name}"
+    return items
+
+
+def _import_role(raw: LineDict, path: str, handler: bool) -> list[Task | Block]:
+    """``import_role``: the role's tasks here (static, like import_tasks); its handlers and
+    defaults join the play's. Only while a play is read (see _PLAY_ROLES)."""
+    key = next(k for k in IMPORT_ROLE if k in raw)
+    where = f"{path}:{raw.line}: {key}"
+    if handler:
+        raise PlaybookError(f"{where}: import_role as a handler is not supported (as in Ansible)")
+    for other in raw:
+        if other not in IMPORT_ROLE_KEYWORDS:
+            raise PlaybookError(
+                f"{path}:{raw.line_of(other)}: {key}: '{other}' is not supported on an import "
+                "(use include_role, or put it on the role's tasks)"
+            )
+    collected = _PLAY_ROLES.get()
+    if collected is None:
+        raise PlaybookError(
+            f"{where}: import_role in a file read while the play runs (include_tasks) is not "
+            "supported; import that file with import_tasks, or import the role in the play"
+        )
+    args = raw[key]
+    if isinstance(args, str):  # import_role: name=x tasks_from=y
+        args = {k: _unquote(v) for k, _, v in (_split_kv(w) for w in split_args(args)) if k}
+    if not isinstance(args, Mapping):
+        raise PlaybookError(f"{where}: expected the role's options (name: ROLE)")
+    extra_vars = raw.get("vars") or {}
+    if not isinstance(extra_vars, dict):
+        raise PlaybookError(f"{where}: 'vars' must be a mapping")
+    try:
+        ref = include_ref(args, path, raw.line, key)
+        keywords = {k: raw[k] for k in ("when", "tags", "become", "environment") if k in raw}
+        ref = dataclasses.replace(ref, vars=dict(extra_vars), keywords=keywords)
+        tasks, handlers = _role_content(collected, ref)
+    except RoleError as exc:
+        raise PlaybookError(str(exc)) from None
+    collected.handlers += handlers
+    return tasks
+
+
+@dataclass
+class IncludedRole:
+    """What ``include_role`` brings when it runs: the role's tasks (its variables, params and
+    directory already on them, as for ``roles:``), its handlers, and its defaults and vars
+    (private to these tasks: Ansible's include_role is not public unless asked)."""
+
+    tasks: list[Task | Block]
+    handlers: list[Task]
+    defaults: dict[str, Any]
+    vars: dict[str, Any]
+
+
+def load_included_role(
+    args: Mapping[str, Any],
+    file: str,
+    line: int,
+    play_dir: str,
+    secrets: tuple[VaultSecret, ...] = (),
+) -> IncludedRole:
+    """The role an ``include_role`` task names (its rendered arguments), read now, ``file`` and
+    ``line`` being where the task is written and ``play_dir`` the play's directory (the role
+    search path starts there). Raises PlaybookError in one line. Each call reads afresh: the
+    caller decides whether a role already run on a host runs again (``allow_duplicates``)."""
+    collected = _PlayRoles(RoleLoader(play_dir, _RoleReader(secrets)))
+    token = _PLAY_ROLES.set(collected)
+    try:
+        ref = include_ref(args, file, line, "include_role")
+        tasks, handlers = _role_content(collected, ref)
+    except RoleError as exc:
+        raise PlaybookError(str(exc)) from None
+    finally:
+        _PLAY_ROLES.reset(token)
+    found = _last_copies(leaf_tasks([*handlers, *collected.handlers]))
+    return IncludedRole(tasks, found, collected.defaults, collected.vars)

@@ -94,6 +94,7 @@ class _Running:
     total: int
     since: float
     detail: str = ""  # a long transfer's bytes, rate and ETA ("progress" events)
+    detail_at: float = 0.0
 
 
 class ApplyState:
@@ -128,10 +129,11 @@ class ApplyState:
         elif ev.status in ("progress", "retrying"):
             if ev.host in self.running and ev.result is not None:
                 self.running[ev.host].detail = ev.result.msg
+                self.running[ev.host].detail_at = now
         else:
             self.running.pop(ev.host, None)
-            ignored = ev.result is not None and ev.result.ignored
-            if (ev.status == "failed" and not ignored) or ev.index >= ev.total:
+            goes_on = ev.result is not None and (ev.result.ignored or ev.result.rescued)
+            if (ev.status == "failed" and not goes_on) or ev.index >= ev.total:
                 self.done.add(ev.host)
 
     def _play_part(self) -> str:
@@ -155,9 +157,11 @@ class ApplyState:
             others = len(self.running) - len(on)
             if others:
                 parts.append(f"{others} on other tasks")
-            detail = self.running[on[0]].detail
-            if detail:
-                parts.append(detail)
+            # the freshest transfer report of the task's hosts (most of them may be waiting)
+            told = [h for h in on if self.running[h].detail]
+            if told:
+                latest = max(told, key=lambda h: self.running[h].detail_at)
+                parts.append(f"{latest}: {self.running[latest].detail}")
         parts.append(age(now - self.started))
         return " | ".join(parts)
 

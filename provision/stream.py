@@ -12,7 +12,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -198,22 +198,51 @@ def relay(
     """Copy ``source``'s output into ``target``'s input until the source ends; returns the
     bytes copied. Raises StreamError when either side breaks (the caller judges the result
     from the target's exit status and its own verification, never from the byte count)."""
+    done, broken = relay_many(
+        source, [target], total=total, rate=rate, every=every, on_progress=on_progress
+    )
+    if broken:
+        raise broken[target.host]
+    return done
+
+
+def relay_many(
+    source: Stream,
+    targets: Sequence[Stream],
+    *,
+    total: int | None,
+    rate: float = 0,
+    every: float = 2.0,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[int, dict[str, StreamError]]:
+    """Copy ``source``'s output into every target's input (one read, several writes) until
+    the source ends; returns the bytes copied and the targets that broke on the way, by
+    host (the others went on without them; all broken ends the copy). Raises StreamError
+    when the source breaks."""
     pacer = _Pacer(rate)
     started = last = time.monotonic()
     done = 0
-    while True:
+    live, broken = list(targets), dict[str, StreamError]()
+    while live:
         chunk = source.read(CHUNK)
         if not chunk:
             break
-        target.write(chunk)
+        for target in list(live):
+            try:
+                target.write(chunk)
+            except StreamError as exc:
+                broken[target.host] = exc
+                live.remove(target)
+                target.abort()
         done += len(chunk)
         pacer.pace(done)
         now = time.monotonic()
         if on_progress is not None and now - last >= every:
             last = now
             on_progress(progress(done, total, now - started))
-    target.close_input()
-    return done
+    for target in live:
+        target.close_input()
+    return done, broken
 
 
 def progress(done: int, total: int | None, seconds: float) -> Progress:
@@ -225,4 +254,4 @@ def progress(done: int, total: int | None, seconds: float) -> Progress:
     return Progress(done, total, speed, eta)
 
 
-__all__ = ["Progress", "Stream", "StreamError", "open_stream", "progress", "relay"]
+__all__ = ["Progress", "Stream", "StreamError", "open_stream", "progress", "relay", "relay_many"]

@@ -7,11 +7,11 @@ template reads them, through a mapping handed to Jinja as its context parent.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,6 +19,7 @@ import jinja2
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from provision.ansible_filters import FILTERS, GLOBALS, TESTS, with_builtin_names
 from provision.errors import ConfigError, ProvisionError
 from provision.shell import quote
 from provision.varparse import to_bool
@@ -40,10 +41,6 @@ def _mandatory(value: Any, msg: str | None = None) -> Any:
     if isinstance(value, jinja2.Undefined):
         raise jinja2.UndefinedError(msg or "mandatory variable is undefined")
     return value
-
-
-def _regex_replace(value: Any, pattern: str, replacement: str = "") -> str:
-    return re.sub(pattern, replacement, str(value))
 
 
 def _combine(*dicts: Any, recursive: bool = False) -> dict[str, Any]:
@@ -89,8 +86,43 @@ def _version(value: Any, other: Any, operator: str = "eq") -> bool:
     return bool(_VERSION_OPS[operator](_version_key(value), _version_key(other)))
 
 
+# Where backslashes in Jinja string constants are escaped, as Ansible 2.19 does
+# (ansible/_internal/_templating/_jinja_bits.py, AnsibleLexer): a playbook's YAML string has had
+# its backslashes processed by YAML already, so in ``"{{ x | regex_replace('(a)', '\\1') }}"`` the
+# ``'\1'`` must reach the filter as backslash-one, not as Jinja's escape for chr(1). Ansible does it
+# for string constants inside ``{{ }}`` of playbook values, not in ``{% %}`` statements, not in
+# template files (the template module and lookup) and not in conditions (``when``).
+ESCAPE_NONE, ESCAPE_EXPRESSIONS, ESCAPE_ALL = 0, 1, 2
+_ESCAPING = threading.local()
+
+
+class _AnsibleLexer(jinja2.lexer.Lexer):
+    def tokeniter(self, *args: Any, **kwargs: Any) -> Iterator[tuple[int, str, str]]:
+        mode = getattr(_ESCAPING, "mode", ESCAPE_NONE)
+        inside = False
+        for lineno, kind, value in super().tokeniter(*args, **kwargs):
+            if kind == jinja2.lexer.TOKEN_VARIABLE_BEGIN:
+                inside = True
+            elif kind == jinja2.lexer.TOKEN_VARIABLE_END:
+                inside = False
+            elif kind == jinja2.lexer.TOKEN_STRING and (
+                mode == ESCAPE_ALL or (mode == ESCAPE_EXPRESSIONS and inside)
+            ):
+                value = value.replace("\\", "\\\\")
+            yield lineno, kind, value
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    @property
+    def lexer(self) -> jinja2.lexer.Lexer:
+        lexer = self.__dict__.get("_provision_lexer")
+        if lexer is None:
+            lexer = self.__dict__["_provision_lexer"] = _AnsibleLexer(self)
+        return lexer
+
+
 def _make_env() -> jinja2.Environment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
     env.filters.update(
@@ -98,36 +130,23 @@ def _make_env() -> jinja2.Environment:
             "bool": _bool,
             "quote": quote,
             "to_json": lambda v, **kw: json.dumps(v, **kw),
-            "to_nice_json": lambda v, indent=4: json.dumps(v, indent=indent, sort_keys=True),
             "from_json": json.loads,
             "to_yaml": lambda v: yaml.safe_dump(v, default_flow_style=None),
             "from_yaml": yaml.safe_load,
-            "b64encode": lambda v: base64.b64encode(str(v).encode()).decode(),
-            "b64decode": lambda v: base64.b64decode(str(v)).decode(),
             "basename": os.path.basename,
             "dirname": os.path.dirname,
             "mandatory": _mandatory,
-            "regex_replace": _regex_replace,
             "combine": _combine,
             "ternary": lambda v, yes, no, none=None: (
                 none if v is None and none is not None else (yes if v else no)
             ),
-            "dict2items": lambda d: [{"key": k, "value": v} for k, v in d.items()],
-            "items2dict": lambda items: {i["key"]: i["value"] for i in items},
         }
     )
-    env.tests.update(
-        {
-            "truthy": lambda v: bool(v),
-            "falsy": lambda v: not v,
-            "changed": lambda r: bool(isinstance(r, Mapping) and r.get("changed")),
-            "failed": lambda r: bool(isinstance(r, Mapping) and r.get("failed")),
-            "succeeded": lambda r: not (isinstance(r, Mapping) and r.get("failed")),
-            "skipped": lambda r: bool(isinstance(r, Mapping) and r.get("skipped")),
-            "version": _version,
-            "version_compare": _version,
-        }
-    )
+    env.filters.update(FILTERS)
+    env.filters.update(with_builtin_names(dict(env.filters)))  # ansible.builtin.<name> too
+    tests = {**TESTS, "version": _version, "version_compare": _version}
+    env.tests.update(with_builtin_names(tests))
+    env.globals.update(GLOBALS)
     return env
 
 
@@ -151,6 +170,30 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"template syntax error: {exc.message}"
     return f"template error: {exc}"
+
+
+class Unsafe(str):
+    """Text a host gave us (a registered result, a fact) or a value already rendered
+    (set_fact): never rendered again as a template, as Ansible's ``AnsibleUnsafeText``. A
+    command's output holding ``{{ lookup('pipe', ...) }}`` must not run on the controller."""
+
+    __slots__ = ()
+
+
+# to_yaml/to_nice_yaml of a registered result: Unsafe is plain text to YAML
+yaml.SafeDumper.add_representer(Unsafe, yaml.representer.SafeRepresenter.represent_str)
+
+
+def unsafe(value: Any) -> Any:
+    """``value`` with every string in it marked :class:`Unsafe` (mappings and lists copied)."""
+    if isinstance(value, str):
+        # plain text only: a vault-decrypted value keeps its own type (masking follows it)
+        return Unsafe(value) if type(value) is str else value
+    if isinstance(value, dict):
+        return {unsafe(k): unsafe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [unsafe(v) for v in value]
+    return value
 
 
 class Vars(Mapping[str, Any]):
@@ -208,10 +251,14 @@ def merge_vars(
 
 
 @functools.lru_cache(maxsize=8192)
-def _compile(source: str) -> jinja2.Template:
-    """Compiled once per distinct source: the same task renders on every host, and compiling
-    costs far more than rendering."""
-    return ENV.from_string(source)
+def _compile(source: str, escaping: int = ESCAPE_NONE) -> jinja2.Template:
+    """Compiled once per distinct source and escaping: the same task renders on every host,
+    and compiling costs far more than rendering."""
+    _ESCAPING.mode = escaping
+    try:
+        return ENV.from_string(source)
+    finally:
+        _ESCAPING.mode = ESCAPE_NONE
 
 
 @functools.lru_cache(maxsize=8192)
@@ -233,9 +280,9 @@ def _single_expression(text: str) -> str | None:
     return text[2:-2].strip("-")
 
 
-def _evaluate(expr: str, variables: Mapping[str, Any]) -> Any:
+def _evaluate(expr: str, variables: Mapping[str, Any], escaping: int = ESCAPE_NONE) -> Any:
     """The native value of one Jinja expression (a list stays a list, a number a number)."""
-    template = _compile("{% set provision_result = (" + expr + ") %}")
+    template = _compile("{% set provision_result = (" + expr + ") %}", escaping)
     module = template.make_module(vars=variables, shared=True)  # type: ignore[arg-type]
     value = module.provision_result  # type: ignore[attr-defined]
     if isinstance(value, jinja2.Undefined):
@@ -246,13 +293,15 @@ def _evaluate(expr: str, variables: Mapping[str, Any]) -> Any:
 def _render_string(text: str, variables: Mapping[str, Any]) -> Any:
     expr = _single_expression(text)
     if expr is not None:
-        return _evaluate(expr, variables)
-    template = _compile(text)
+        return _evaluate(expr, variables, ESCAPE_ALL)  # the whole of it was inside {{ }}
+    template = _compile(text, ESCAPE_EXPRESSIONS)
     ctx = template.new_context(vars=variables, shared=True)  # type: ignore[arg-type]
     return jinja2.utils.concat(template.root_render_func(ctx))
 
 
 def _render_value(value: Any, variables: Mapping[str, Any]) -> Any:
+    if isinstance(value, Unsafe):
+        return value
     if isinstance(value, str):
         return _render_string(value, variables) if is_template(value) else value
     if isinstance(value, list):

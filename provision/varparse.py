@@ -15,6 +15,7 @@ import shlex
 import warnings
 from typing import Any
 
+from provision.booleans import NotABoolean, boolean
 from provision.errors import ConfigError
 
 __all__ = ["parse_value", "split_host_line", "split_var_line"]
@@ -77,17 +78,14 @@ def split_var_line(line: str) -> tuple[str, str] | None:
     return key.strip(), value.strip()
 
 
-_TRUE = {"y", "yes", "on", "1", "true", "t"}
-_FALSE = {"n", "no", "off", "0", "false", "f", ""}
-
-
 def to_bool(value: Any, what: str = "value") -> bool:
-    """Ansible's ``boolean()``: yes/no/on/off/true/false/1/0 (any case), else an error."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
+    """Ansible's ``boolean()`` (:mod:`provision.booleans`), raising ConfigError naming
+    ``what``; and the empty string is false: an empty variable (``ansible_become=`` on a host
+    line) or a condition that renders "" is false to Ansible, which tests those by truth value
+    rather than through ``boolean()``."""
+    if isinstance(value, str) and not value.strip():
         return False
-    raise ConfigError(f"{what}: {value!r} is not a boolean")
+    try:
+        return boolean(value)
+    except NotABoolean as exc:
+        raise ConfigError(f"{what}: {exc}") from None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.modules.facts import parse_facts
-from provision.playbook import load_playbook
+from provision.playbook import leaf_tasks, load_playbook
 from provision.templating import condition, merge_vars, render
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +137,7 @@ def plan(
     }
     out: list[Planned] = []
     for play in book.plays:
-        for task in play.tasks:
+        for task in leaf_tasks(play.tasks):
             variables = merge_vars(hostvars or {}, play.vars, runtime, extra or {}, play.defaults)
             if (
                 task.when is not None

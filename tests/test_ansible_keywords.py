@@ -207,8 +207,8 @@ def test_templated_boolean_keywords_match_ansible(tmp_path: Path) -> None:
     ("task", "message"),
     [
         (
-            "- command: 'true'\n      with_nested: [[1], [2]]",
-            "'with_nested' is not supported; use 'loop:'",
+            "- command: 'true'\n      with_random_choice: [1, 2]",
+            "'with_random_choice' is not supported; use 'loop:'",
         ),
         (
             "- command: 'true'\n      loop: [1]\n      with_items: [2]",
@@ -233,7 +233,7 @@ def test_bad_keyword_forms_are_one_line_errors(task: str, message: str) -> None:
     text = f"- hosts: all\n  tasks:\n    {task}\n"
     with pytest.raises(PlaybookError) as err:
         parse_playbook(text, "site.yml")
-    # the task's line, or the offending keyword's line (with_nested)
+    # the task's line, or the offending keyword's line (with_random_choice)
     assert str(err.value).startswith(("site.yml:3: ", "site.yml:4: ")), err.value
     assert message in str(err.value), err.value
     assert "\n" not in str(err.value)

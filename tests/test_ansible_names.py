@@ -10,13 +10,20 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from provision.modules import MODULES
-from provision.playbook import PlaybookError, parse_playbook
+from provision.playbook import PlaybookError, leaf_tasks, parse_playbook
+from tests.ansible_local import (
+    ANSIBLE_ENV,
+    provision,
+    run_ansible_playbook_locally,
+    run_provision_locally,
+    write_local_inventory,
+)
 from tests.conftest import venv_tool
 from tests.lab.booted import (
     BootedHost,
@@ -24,17 +31,8 @@ from tests.lab.booted import (
     write_inventory,
     write_known_hosts,
 )
-from tests.test_cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
-ANSIBLE_ENV = {
-    **os.environ,
-    "ANSIBLE_DEPRECATION_WARNINGS": "False",
-    "ANSIBLE_LOCALHOST_WARNING": "False",
-    "ANSIBLE_NOCOLOR": "1",
-    "ANSIBLE_HOST_KEY_CHECKING": "False",
-    "ANSIBLE_RETRY_FILES_ENABLED": "False",
-}
 
 # Every form this item adds, in one playbook: run against a directory ``out``.
 SITE = """\
@@ -90,11 +88,6 @@ def tree(root: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-def provision(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The real CLI, run in ``cwd`` (where the playbook and its files are)."""
-    return cli(*args, cwd=str(cwd), timeout=300)
-
-
 def recap(stdout: str) -> dict[str, int]:
     line = next(x for x in stdout.splitlines() if " : ok=" in x)
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
@@ -103,6 +96,18 @@ def recap(stdout: str) -> dict[str, int]:
 def apply_with_both(hosts: list[BootedHost], tmp_path: Path, playbook: str) -> list[str]:
     """Run ``playbook`` (in tmp_path) with the real ansible-playbook on hosts[0] and with
     provision on hosts[1]; both must succeed. Returns provision's arguments, for a rerun."""
+    return run_with_both(hosts, tmp_path, playbook).args
+
+
+@dataclass
+class BothRuns:
+    args: list[str]  # provision's arguments, for a rerun
+    ansible: subprocess.CompletedProcess[str]
+    provision: subprocess.CompletedProcess[str]
+
+
+def run_with_both(hosts: list[BootedHost], tmp_path: Path, playbook: str) -> BothRuns:
+    """:func:`apply_with_both`, with both runs' output (their recaps)."""
     theirs_inv = write_inventory(hosts[:1], tmp_path / "ansible.ini")
     mine_inv = write_inventory(hosts[1:], tmp_path / "provision.ini")
     known = write_known_hosts(hosts, tmp_path / "known_hosts")
@@ -118,34 +123,24 @@ def apply_with_both(hosts: list[BootedHost], tmp_path: Path, playbook: str) -> l
     args = ["apply", "-i", str(mine_inv), "-p", playbook, "--known-hosts", str(known)]
     first = provision(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    return args
+    return BothRuns(args, done, first)
 
 
 def test_same_playbook_same_result_as_ansible_playbook(tmp_path: Path) -> None:
     (tmp_path / "site.yml").write_text(SITE)
-    (tmp_path / "hosts.ini").write_text(
-        f"[here]\nlocalhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
-    )
+    write_local_inventory(tmp_path)
     theirs, mine = tmp_path / "ansible", tmp_path / "provision"
     theirs.mkdir()
     mine.mkdir()
-    done = subprocess.run(
-        [venv_tool("ansible-playbook"), "-i", "hosts.ini", "site.yml", "-e", f"out={theirs}"],
-        cwd=tmp_path,
-        env=ANSIBLE_ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    args = ["apply", "-i", "hosts.ini", "-p", "site.yml", "-e", f"out={mine}"]
-    first = provision(*args, cwd=tmp_path)
+    run_ansible_playbook_locally(tmp_path, "site.yml", "-e", f"out={theirs}")
+    first = run_provision_locally(tmp_path, "site.yml", "-e", f"out={mine}")
     assert first.returncode == 0, first.stdout + first.stderr
     assert tree(mine) == tree(theirs)
     assert (mine / "result.txt").read_text() == f"args=first a=b pwd={mine}\n"
     assert (mine / "shell.txt").read_text() == "bash ran\n"
     assert (mine / "etc" / "greeting").read_text() == "hello\n"  # force: "{{ false }}"
-    again = provision(*args, cwd=tmp_path)  # converged: nothing to do
+    # converged: nothing to do
+    again = run_provision_locally(tmp_path, "site.yml", "-e", f"out={mine}")
     assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout
 
 
@@ -155,7 +150,7 @@ def test_chdir_in_free_form_is_an_option_not_an_argument(tmp_path: Path) -> None
     play = parse_playbook(
         "- hosts: all\n  tasks:\n    - command: ./installer --prefix=/opt chdir=/usr/local\n"
     )
-    task = play.plays[0].tasks[0]
+    task = leaf_tasks(play.plays[0].tasks)[0]
     assert task.module == "command"
     assert task.args == {"cmd": "./installer --prefix=/opt", "chdir": "/usr/local"}
 
@@ -174,7 +169,8 @@ def test_ansible_names_resolve_to_our_modules(written: str, ours: str) -> None:
     arg = {"copy": "dest=/x content=y", "command": "/bin/true", "service": "name=ssh"}.get(
         ours, "name=jq"
     )
-    task = parse_playbook(f"- hosts: all\n  tasks:\n    - {written}: {arg}\n").plays[0].tasks[0]
+    parsed = parse_playbook(f"- hosts: all\n  tasks:\n    - {written}: {arg}\n")
+    task = leaf_tasks(parsed.plays[0].tasks)[0]
     assert task.module == ours and ours in MODULES
 
 
@@ -319,26 +315,15 @@ def file_tree(root: Path) -> dict[str, tuple[str, str]]:
 
 def test_links_force_recurse_and_validate_like_ansible_playbook(tmp_path: Path) -> None:
     (tmp_path / "files.yml").write_text(FILES)
-    (tmp_path / "hosts.ini").write_text(
-        f"[here]\nlocalhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
-    )
+    write_local_inventory(tmp_path)
     theirs, mine = tmp_path / "ansible", tmp_path / "provision"
     for out in (theirs, mine):
         (out / "data").mkdir(parents=True)
         (out / "data" / "keep.conf").write_text("old\n")
         (out / "data" / "was-file").write_text("a plain file\n")
         (out / "sshd.conf").write_text("Port 22\nPermitRootLogin yes\n")
-    done = subprocess.run(
-        [venv_tool("ansible-playbook"), "-i", "hosts.ini", "files.yml", "-e", f"out={theirs}"],
-        cwd=tmp_path,
-        env=ANSIBLE_ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    args = ["apply", "-i", "hosts.ini", "-p", "files.yml", "-e", f"out={mine}"]
-    first = provision(*args, cwd=tmp_path)
+    run_ansible_playbook_locally(tmp_path, "files.yml", "-e", f"out={theirs}")
+    first = run_provision_locally(tmp_path, "files.yml", "-e", f"out={mine}")
     assert first.returncode == 0, first.stdout + first.stderr
     assert file_tree(mine) == file_tree(theirs)
     assert (mine / "data" / "keep.conf").read_text() == "old\n"
@@ -346,7 +331,7 @@ def test_links_force_recurse_and_validate_like_ansible_playbook(tmp_path: Path) 
     assert (mine / "sshd.conf").read_text() == (
         "# managed\nPort 22\nPasswordAuthentication no\nPermitRootLogin yes\n"
     )
-    again = provision(*args, cwd=tmp_path)
+    again = run_provision_locally(tmp_path, "files.yml", "-e", f"out={mine}")
     assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout
 
 
@@ -442,9 +427,7 @@ STAT = """\
 
 def test_stat_registers_what_ansible_stat_registers(tmp_path: Path) -> None:
     (tmp_path / "stat.yml").write_text(STAT)
-    (tmp_path / "hosts.ini").write_text(
-        f"[here]\nlocalhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
-    )
+    write_local_inventory(tmp_path)
     outs = {}
     for tool in ("ansible", "provision"):
         out = tmp_path / f"by-{tool[0]}"  # the same length: a link's size is its target's
@@ -453,34 +436,15 @@ def test_stat_registers_what_ansible_stat_registers(tmp_path: Path) -> None:
         (out / "file").chmod(0o640)
         (out / "link").symlink_to(out / "file")
         outs[tool] = out
-    done = subprocess.run(
-        [
-            venv_tool("ansible-playbook"),
-            "-i",
-            "hosts.ini",
-            "stat.yml",
-            "-e",
-            f"out={outs['ansible']}",
-        ],
-        cwd=tmp_path,
-        env=ANSIBLE_ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    mine = provision(
-        "apply", "-i", "hosts.ini", "-p", "stat.yml", "-e", f"out={outs['provision']}", cwd=tmp_path
-    )
+    run_ansible_playbook_locally(tmp_path, "stat.yml", "-e", f"out={outs['ansible']}")
+    mine = run_provision_locally(tmp_path, "stat.yml", "-e", f"out={outs['provision']}")
     assert mine.returncode == 0, mine.stdout + mine.stderr
     theirs_text = (outs["ansible"] / "created").read_text().replace(str(outs["ansible"]), "OUT")
     mine_text = (outs["provision"] / "created").read_text().replace(str(outs["provision"]), "OUT")
     assert mine_text == theirs_text
     assert "isreg=True islnk=False mode=0640 size=13" in mine_text
     # read only: a --check run and a second run change nothing
-    again = provision(
-        "apply", "-i", "hosts.ini", "-p", "stat.yml", "-e", f"out={outs['provision']}", cwd=tmp_path
-    )
+    again = run_provision_locally(tmp_path, "stat.yml", "-e", f"out={outs['provision']}")
     assert recap(again.stdout)["changed"] == 0, again.stdout
 
 

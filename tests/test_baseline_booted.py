@@ -239,9 +239,9 @@ def refused(booted_hosts, standin_apt_repo, tmp_path_factory) -> Baseline:  # no
     secure, snap, old = booted_hosts(3, prefix="stop", gpus=[STANDIN_GPU])
     install_standin_mokutil(secure, state="enabled")
     install_standin_snap_docker(snap)
-    old.exec(
+    old.exec(  # a Debian 11's release files (Ansible reads its version from debian_version)
         "sed -i -e 's/^VERSION_ID=.*/VERSION_ID=\"11\"/' -e 's/bookworm/bullseye/g' "
-        "/usr/lib/os-release"
+        "/usr/lib/os-release && echo 11.11 > /etc/debian_version"
     )
     return Baseline([secure, snap, old], standin_apt_repo, tmp_path_factory.mktemp("refused"))
 

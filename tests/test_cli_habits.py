@@ -186,3 +186,65 @@ def test_accept_new_host_keys_says_which_keys_it_recorded(
     assert [ln for ln in r.stderr.splitlines() if "recorded" in ln] == [said]
     again = cli("ping", inv, "-T", "5", "--accept-new-host-keys", env=env)
     assert again.returncode == 0 and "recorded" not in again.stderr
+
+
+def test_apply_takes_the_playbook_first_with_dash_i_as_ansible_playbook_does(
+    sshd_lab: SshdLab, tmp_path: Path
+) -> None:
+    inv = sshd_lab.write_inventory(str(tmp_path / "hosts.ini"), sshd_lab.ok_hosts[:1])
+    marker = tmp_path / "ran"
+    book = tmp_path / "site.yml"
+    book.write_text(
+        "---\n# a lab playbook\n- hosts: all\n  gather_facts: false\n  tasks:\n"
+        f"    - command: touch {marker}\n"
+    )
+    done = cli("apply", str(book), "-i", inv, env=sshd_lab.env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert marker.exists() and "lab01" in done.stdout
+    flipped = cli("apply", "-i", inv, str(book), "--syntax-check")
+    assert flipped.returncode == 0 and "syntax ok" in flipped.stdout
+    both = cli("apply", str(book), "-i", inv, "-p", str(book))
+    assert both.returncode == 1 and both.stderr.count("\n") == 1
+    assert "two playbooks" in both.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "hint"),
+    [
+        ("--start-at-task=Install", "--tags"),
+        ("--step", "--check --diff"),
+        ("-k", "provision onboard"),
+        ("--become-user", "become_user on the play"),
+        ("--force-handlers", "notified again"),
+    ],
+)
+def test_ansible_playbook_options_provision_lacks_say_what_to_use(
+    tmp_path: Path, listener: socket.socket, flag: str, hint: str
+) -> None:
+    r = cli("apply", _inventory(tmp_path, listener), "-p", _playbook(tmp_path), flag)
+    assert r.returncode == 5, r.stderr
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith(f"provision apply: error: {flag.split('=')[0]} is not supported: ")
+    assert hint in last
+    assert not _contacted(listener)
+
+
+def test_a_mistyped_module_argument_or_play_keyword_gets_a_did_you_mean(tmp_path: Path) -> None:
+    cases = {
+        "- hosts: all\n  tasks:\n    - ansible.builtin.cpoy: {src: a, dest: /b}\n": (
+            "unknown module or keyword 'ansible.builtin.cpoy' (did you mean "
+            "'ansible.builtin.copy'?)"
+        ),
+        "- hosts: all\n  tasks:\n    - apt: {nmae: jq}\n": (
+            "unknown argument 'nmae' (did you mean 'name'?)"
+        ),
+        "- hosts: all\n  gather_fatcs: false\n  tasks: []\n": (
+            "unknown play keyword 'gather_fatcs' (did you mean 'gather_facts'?)"
+        ),
+    }
+    for number, (text, wanted) in enumerate(cases.items()):
+        book = tmp_path / f"p{number}.yml"
+        book.write_text(text)
+        r = cli("apply", "-p", str(book), "--syntax-check")
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert wanted in r.stderr, r.stderr

@@ -23,13 +23,13 @@ from provision.engine import (
     PlaybookResult,
     human_bytes,
     list_tasks,
-    pull_totals,
     retry_delays,
     run_playbook,
 )
 from provision.inventory import Inventory, load_inventory
+from provision.modules.docker_image import pull_totals
 from provision.output.text import recap_lines, recap_total
-from provision.playbook import PlaybookError, load_playbook, parse_playbook
+from provision.playbook import PlaybookError, leaf_tasks, load_playbook, parse_playbook
 
 
 def write(directory: Path, name: str, text: str) -> str:
@@ -179,7 +179,7 @@ def test_task_keywords_for_retries_throttle_and_check_mode() -> None:
         "    - name: templated\n      command: 'true'\n      retries: '{{ n }}'\n",
         "pb.yml",
     )
-    t, templated = pb.plays[0].tasks
+    t, templated = leaf_tasks(pb.plays[0].tasks)
     assert (t.retries, t.delay, t.until, t.backoff, t.throttle, t.check_mode) == (
         4,
         0.5,

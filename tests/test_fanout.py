@@ -20,7 +20,7 @@ from provision.modules import MODULES
 from provision.modules.base import Context, ModuleError, Plan
 from provision.modules.docker_image import load_script
 from provision.ssh import LocalSession
-from provision.stream import Progress, StreamError, open_stream, progress, relay
+from provision.stream import Progress, StreamError, open_stream, progress, relay, relay_many
 from provision.target import conn_spec
 
 REF = "reg.lab:5000/lab/pytorch@sha256:" + "a" * 64
@@ -70,9 +70,14 @@ def test_the_meeting_waits_at_most_meet_wait(monkeypatch) -> None:
     assert 0.25 < time.monotonic() - started < 3
 
 
-def test_sources_double_each_round() -> None:
-    """With one stream per source, 1 holder serves 1, then 2 serve 2, then 4 serve 4."""
+def _want(fan: FanOut, host: str, exclude: set[str] | None = None) -> fo.Transfer | None:
+    return fan.acquire(REF, fo.Receiver(host, None, None, print, exclude or set()))
+
+
+def test_sources_double_each_round_with_one_receiver_per_stream() -> None:
+    """With one receiver per stream, 1 holder serves 1, then 2 serve 2, then 4 serve 4."""
     fan = FanOut()
+    fan.receivers = 1
     fan.offer(REF, Source("h0", None, ID, 5))
     holders, rounds = ["h0"], []
     waiting = [f"h{i}" for i in range(1, 8)]
@@ -83,9 +88,9 @@ def test_sources_double_each_round() -> None:
                 free = [h for h in holders if fan.images[REF].busy[h] == 0]
             if not free:
                 break
-            src = fan.acquire(REF, host, set())
-            assert src is not None
-            served.append((src.host, host))
+            transfer = _want(fan, host)
+            assert transfer is not None and [r.host for r in transfer.receivers] == [host]
+            served.append((transfer.source.host, host))
             waiting.remove(host)
         for src_host, host in served:
             fan.release(REF, src_host, broken=False)
@@ -93,6 +98,42 @@ def test_sources_double_each_round() -> None:
             holders.append(host)
         rounds.append(len(served))
     assert rounds == [1, 2, 4]
+
+
+def test_one_save_feeds_up_to_receivers_waiting_hosts_and_the_holders_grow_k_plus_1_fold() -> None:
+    """k = 3: 1 holder feeds 3 waiting hosts with one stream; then 4 holders for the 4 left:
+    one stream feeds 3 of them (the hosts waiting longest), another the last."""
+    fan = FanOut([f"h{i}" for i in range(8)])
+    fan.receivers = 3
+    fan.offer(REF, Source("h0", None, ID, 5))
+    fan.release(REF, "h0", broken=False)
+    with fan.cond:  # h0 is busy until the waiting hosts are all queued
+        fan.images[REF].busy["h0"] = 1
+    got: dict[str, fo.Transfer | None] = {}
+    threads = []
+    for i in range(1, 8):
+        t = threading.Thread(target=lambda h=f"h{i}": got.__setitem__(h, _want(fan, h)))
+        t.start()
+        threads.append(t)
+        time.sleep(0.05)  # arrival order h1, h2, ...
+    fan.release(REF, "h0", broken=False)  # h0 free: one of the waiters leads a transfer
+    deadline = time.monotonic() + 5
+    while len(got) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = {id(t): t for t in got.values() if t is not None}
+    assert len(got) == 3 and len(first) == 1, got
+    (transfer,) = first.values()
+    assert transfer.source.host == "h0" and len(transfer.receivers) == 3
+    assert {r.host for r in transfer.receivers} == set(got)  # 3 of the 7, one docker save
+    fan.release(REF, "h0", broken=False)
+    for r in transfer.receivers:
+        fan.offer(REF, Source(r.host, None, ID, 5))  # they hold it now: 4 holders
+    for t in threads:
+        t.join(5)
+    second = {id(t): t for h, t in got.items() if t is not None and t is not transfer}
+    assert sorted(len(t.receivers) for t in second.values()) == [1, 3], [
+        [r.host for r in t.receivers] for t in second.values()
+    ]
 
 
 def test_a_failed_pull_fails_the_waiting_hosts_with_its_reason() -> None:
@@ -104,7 +145,7 @@ def test_a_failed_pull_fails_the_waiting_hosts_with_its_reason() -> None:
 
     def wait() -> None:
         try:
-            fan.acquire(REF, "b", set())
+            _want(fan, "b")
         except FanOutFailed as exc:
             failures.append(str(exc))
 
@@ -121,7 +162,7 @@ def test_a_waiting_host_pulls_itself_when_the_puller_gave_up_without_a_reason() 
     fan.expect(["a", "b"])
     _roles(fan, {"a": 5, "b": 1})
     fan.gave_up(REF, "a")  # e.g. a's connection died: no failure to hand on
-    assert fan.acquire(REF, "b", set()) is None  # b is the puller now
+    assert _want(fan, "b") is None  # b is the puller now
     assert fan.images[REF].puller == "b"
 
 
@@ -129,11 +170,11 @@ def test_a_broken_source_is_not_used_again() -> None:
     fan = FanOut()
     fan.offer(REF, Source("s1", None, ID, 5))
     fan.offer(REF, Source("s2", None, ID, 5))
-    first = fan.acquire(REF, "t", set())
-    assert first is not None and first.host == "s1"
+    first = _want(fan, "t")
+    assert first is not None and first.source.host == "s1"
     fan.release(REF, "s1", broken=True)
-    again = fan.acquire(REF, "t", {"s1"})
-    assert again is not None and again.host == "s2"
+    again = _want(fan, "t", {"s1"})
+    assert again is not None and again.source.host == "s2"
     assert "s1" not in fan.images[REF].sources
 
 
@@ -180,6 +221,26 @@ def test_relay_into_a_receiver_that_dies_names_the_receiver(tmp_path: Path) -> N
         relay(source, target, total=None)
     source.abort()
     assert caught.value.host == "dst"
+
+
+def test_one_read_feeds_every_target_and_the_copy_goes_on_without_one_that_dies(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(bytes(range(256)) * 4096 * 3)  # 3 MiB
+    source = open_stream(_local("src"), f"cat {data}", become=False, limit=30)
+    outs = [tmp_path / "out1", tmp_path / "out2"]
+    targets = [
+        open_stream(_local("dst1"), f"cat > {outs[0]}", become=False, limit=30),
+        open_stream(_local("dying"), "head -c 1000 >/dev/null", become=False, limit=30),
+        open_stream(_local("dst2"), f"cat > {outs[1]}", become=False, limit=30),
+    ]
+    moved, broken = relay_many(source, targets, total=None)
+    assert source.wait(10)[0] == 0
+    assert targets[0].wait(10)[0] == 0 and targets[2].wait(10)[0] == 0
+    assert list(broken) == ["dying"] and broken["dying"].host == "dying"
+    assert moved == data.stat().st_size
+    assert [o.read_bytes() == data.read_bytes() for o in outs] == [True, True]
 
 
 def test_progress_rate_and_eta() -> None:
@@ -235,3 +296,74 @@ def test_disk_preflight_refuses_a_receiver_before_it_joins() -> None:
             fan.member("h1", None, print),
         )
     assert REF not in fan.images  # refused before it asked for a role: nobody waits for it
+
+
+# -- the registry pull's progress (provision.pull) and the lab-wide total ----------------------
+
+# dockerd's JSON progress lines (the Engine API's ImageCreate stream), as docker.io 20.10 in the
+# booted lab hosts wrote them for a one-layer image; the booted tests read the real ones.
+PULL_LINES = [
+    '{"status":"Pulling from lab/fan","id":"sha256:' + "a" * 64 + '"}',
+    '{"status":"Pulling fs layer","progressDetail":{},"id":"0123456789ab"}',
+    '{"status":"Downloading","progressDetail":{"current":524288,"total":34000000},'
+    '"progress":"[\\u003e   ] 524.3kB/34MB","id":"0123456789ab"}',
+    '{"status":"Downloading","progressDetail":{"current":17000000,"total":34000000},'
+    '"id":"0123456789ab"}',
+]
+
+
+def test_pull_tally_counts_the_bytes_downloaded_and_reads_the_error() -> None:
+    from provision.pull import PullTally
+
+    tally = PullTally()
+    for line in PULL_LINES:
+        tally.feed(line)
+    assert (tally.done, tally.told) == (17_000_000, 34_000_000)
+    tally.feed('{"status":"Verifying Checksum","progressDetail":{},"id":"0123456789ab"}')
+    assert tally.done == 34_000_000 and tally.error is None
+    tally.feed("sha256:" + "a" * 64)  # docker pull --quiet's answer (no API): ignored
+    tally.feed('{"errorDetail":{"message":"unexpected EOF"},"error":"unexpected EOF"}')
+    assert tally.error == "unexpected EOF"
+    refused = PullTally()
+    refused.feed('{"message":"manifest for x not found: manifest unknown: manifest unknown"}')
+    assert refused.error is not None and "manifest unknown" in refused.error
+
+
+def test_api_path_and_auth_header() -> None:
+    import base64
+    import json as _json
+
+    from provision.pull import api_path, auth_header, command
+
+    digest = "sha256:" + "a" * 64
+    assert api_path(f"127.0.0.1:5000/lab/fan@{digest}") == (
+        "/images/create?fromImage=127.0.0.1%3A5000%2Flab%2Ffan&tag=sha256%3A" + "a" * 64
+    )
+    assert api_path("reg.lab:5000/lab/x:24.10").endswith(
+        "fromImage=reg.lab%3A5000%2Flab%2Fx&tag=24.10"
+    )
+    assert api_path(f"lab/x:24.10@{digest}").endswith("&tag=sha256%3A" + "a" * 64)
+    assert api_path("busybox").endswith("fromImage=busybox&tag=latest")
+    assert auth_header("", "", None) == b""
+    header = auth_header("lab", "s3cret", "reg.lab:5000")
+    name, _, token = header.decode().strip().partition(": ")
+    assert name == "X-Registry-Auth"
+    assert _json.loads(base64.urlsafe_b64decode(token)) == {
+        "username": "lab",
+        "password": "s3cret",
+        "serveraddress": "reg.lab:5000",
+    }
+    assert "s3cret" not in command(f"reg.lab:5000/lab/x@{digest}")  # stdin only
+
+
+def test_the_lab_wide_total_counts_every_lacking_host_from_the_start() -> None:
+    fan = FanOut(["a", "b", "c"])
+    fan.expect(["a", "b", "c"])
+    _roles(fan, {"a": 3, "b": 2, "c": 1})
+    # a pulls 30 MB; b and c have not started: counted at the size a's pull tells.
+    assert fan.count(REF, "a", 10, 30) == (10, 90)
+    assert fan.count(REF, "a", 30, 30) == (30, 90)  # the pull's end
+    fan.offer(REF, Source("a", None, ID, 40))  # a holds it: a source's image is 40 MB saved
+    assert fan.count(REF, "b", 5, 40) == (35, 110)
+    fan.gave_up(REF, "c")  # c failed for good: out of the total
+    assert fan.count(REF, "b", 40, 40) == (70, 70)

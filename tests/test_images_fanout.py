@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -137,6 +138,37 @@ class FanLab:
         return lines[-1]
 
 
+class SaveCounter:
+    """The ``docker save`` processes that ran on the hosts while it was open (polled with
+    pgrep, so transfers must last a few seconds: ``images_fanout_rate``)."""
+
+    def __init__(self, hosts: list[BootedHost]) -> None:
+        self.hosts, self.seen = hosts, set[tuple[str, str]]()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self.stop.is_set():
+            for host in self.hosts:
+                for pid in host.exec("pgrep -f '^docker save' || true").stdout.split():
+                    self.seen.add((host.name, pid))
+            time.sleep(0.1)
+
+    def __enter__(self) -> SaveCounter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def per_host(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for host, _ in self.seen:
+            out[host] = out.get(host, 0) + 1
+        return out
+
+
 def _kill_docker_load(victim: BootedHost, killed: list[str]) -> None:
     """Wait for `docker load` on the victim, let it take about half the image, kill it."""
     deadline = time.monotonic() + 60
@@ -192,7 +224,8 @@ def test_each_layer_crosses_the_uplink_once_and_all_end_at_the_pinned_digest(fan
     fan.uplink.reset()
     before = fan.blob_gets()
     started = time.monotonic()
-    result, _ = fan.run()
+    with SaveCounter(fan.hosts) as saves:  # 6 MB/s per LAN transfer: ~6 s, seen by pgrep
+        result, _ = fan.run(images_fanout_rate=6e6)
     wall = time.monotonic() - started
     assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]
     after = fan.blob_gets()
@@ -214,9 +247,9 @@ def test_each_layer_crosses_the_uplink_once_and_all_end_at_the_pinned_digest(fan
         )
     }
     assert len(pulled) == 1 and len(received) == 3, changes
-    # A tree, not a star: a host that received became a source for another in the next round.
-    assert all(src != h and src in set(received) | set(pulled) for h, src in received.items())
-    assert set(received.values()) & set(received), received
+    # One `docker save` on the puller fed all three at once (up to fanout.RECEIVERS = 7).
+    assert set(received.values()) == set(pulled), received
+    assert saves.per_host() == {pulled[0]: 1}, saves.seen
     for r in result.results:
         if r.task == "shared images":
             (item,) = r.data["results"]
@@ -239,6 +272,31 @@ def test_each_layer_crosses_the_uplink_once_and_all_end_at_the_pinned_digest(fan
         assert img["id"] == fan.image_id
         statuses = [c for c in report[host.name]["checks"] if c["id"] == "docker.image"]
         assert [(c["status"], c["message"]) for c in statuses] == [("OK", f"{fan.ref}: present")]
+
+
+def test_with_one_receiver_per_stream_the_holders_double_a_tree(
+    fan: FanLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provision import fanout
+
+    monkeypatch.setattr(fanout, "RECEIVERS", 1)
+    for host in fan.hosts:
+        fan.drop(host)
+    with SaveCounter(fan.hosts) as saves:
+        result, _ = fan.run(images_fanout_rate=6e6)
+    assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]
+    changes = fan.changes(result)
+    received = {
+        h: m.group(1)
+        for h, c in changes.items()
+        if c and (m := re.fullmatch(r"receive \S+ from (\S+) over the LAN \(fan-out\)", c[0]))
+    }
+    assert len(received) == 3, changes
+    # A tree, not a star: a host that received became a source for another in the next round.
+    assert set(received.values()) & set(received), received
+    assert sum(saves.per_host().values()) == 3, saves.seen  # one save per receiver
+    for host in fan.hosts:
+        assert fan.held_id(host) == fan.image_id, host.name
 
 
 def test_a_load_killed_halfway_leaves_nothing_present_and_the_rerun_completes(
@@ -292,4 +350,122 @@ def test_a_load_killed_halfway_is_retried_in_the_same_run(fan: FanLab) -> None:
     # The progress events carried bytes, rate, ETA and the lab-wide total.
     mine = [e for e in events if e.status == "progress" and e.host == victim.name]
     texts = [e.result.msg for e in mine if e.result is not None]
-    assert texts and all(re.search(r"MB/s, ETA \d+ s; lab-wide", t) for t in texts), texts
+    assert texts and all(re.search(r" [kM]B/s, ETA \d+ s; lab-wide", t) for t in texts), texts
+    # The receiver's side broke, not the source's: the retry came from the same source.
+    sources = {m[1] for t in texts if (m := re.search(r" from (\S+): ", t))}
+    assert sources == {item["source"]}, texts
+
+
+def _mb(text: str) -> float:
+    return float(text)
+
+
+def _short(fan: FanLab) -> str:
+    """The image as the progress lines name it: no registry host, the digest cut to 12."""
+    return re.escape(f"lab/fan@{fan.upstream.digest[:19]}")
+
+
+_OF = (
+    r"([\d.]+) MB of ([\d.]+) MB at ([\d.]+) [kM]B/s, ETA (\d+) s; "
+    r"lab-wide ([\d.]+) MB of ([\d.]+) MB"
+)
+
+
+def test_the_registry_pull_and_the_transfers_show_progress_in_verbose_output(fan: FanLab) -> None:
+    for host in fan.hosts:
+        fan.drop(host)
+    fan.uplink.rate = 5e6  # the 34 MB pull takes about 7 s: several reports, 2 s apart
+    try:
+        r = fan.apply("-v", images_fanout_rate=6e6)
+    finally:
+        fan.uplink.rate = UPLINK_RATE
+    assert r.returncode == 0, r.stdout[-3000:]
+    pulled = re.findall(
+        rf"^progress: \[(\S+)\] .*? {_short(fan)} from the registry: {_OF}$", r.stdout, re.M
+    )
+    assert len(pulled) >= 2, r.stdout[-3000:]
+    assert len({line[0] for line in pulled}) == 1  # one host pulls, the others wait
+    image_mb = fan.layer_bytes / 1e6
+    done = [_mb(line[1]) for line in pulled]
+    assert done == sorted(done) and 0 < done[0] < image_mb, pulled
+    for _, _, of, rate, _, lab_done, lab_of in pulled:
+        assert _mb(of) == round(image_mb, 1)  # of the manifest's size, as it travels
+        assert 1 < _mb(rate) < 6.5  # the 5 MB/s uplink (and a loaded machine)
+        # lab-wide: every host that lacks the image is counted from the start
+        assert _mb(lab_of) > 3.9 * image_mb and _mb(lab_done) <= _mb(lab_of)
+    received = re.findall(
+        rf"^progress: \[(\S+)\] .*? {_short(fan)} from (\S+): {_OF}$", r.stdout, re.M
+    )
+    assert received, r.stdout[-3000:]
+    for host, source, part, *_, lab_done, lab_of in received:
+        assert host != pulled[0][0] and source != host
+        assert _mb(lab_done) > image_mb and _mb(lab_done) > _mb(part)  # the pull counts too
+        assert _mb(lab_of) > 3.9 * image_mb
+    for host in fan.hosts:
+        assert fan.held_id(host) == fan.image_id, host.name
+
+
+def test_a_digest_the_registry_lacks_fails_every_host_with_the_registry_s_message(
+    fan: FanLab,
+) -> None:
+    missing = f"{fan.uplink.endpoint}/lab/fan@sha256:{'0' * 64}"
+    result, _ = fan.run(shared_images=[missing], images_pull_retry_delay=1)
+    assert result.exit_code == 2
+    failed = {r.host: r.msg for r in result.results if r.status == "failed"}
+    assert set(failed) == {h.name for h in fan.hosts}, failed
+    pullers = [h for h, m in failed.items() if "could not pull" not in m]
+    assert len(pullers) == 1, failed
+    assert re.search(r"manifest unknown|not found", failed[pullers[0]]), failed
+    assert "after" not in failed[pullers[0]]  # final at once: no retries
+    for host, msg in failed.items():
+        if host != pullers[0]:
+            assert f"{pullers[0]} could not pull the image for the others" in msg, msg
+
+
+def _curl_pull_seen(hosts: list[BootedHost], seen: list[str], stop: threading.Event) -> None:
+    while not stop.is_set() and not seen:
+        for host in hosts:
+            ps = host.exec("pgrep -af 'curl -sS -N --unix-socket' || true").stdout
+            if "/images/create" in ps:
+                seen.append(host.name)
+        time.sleep(0.2)
+
+
+def test_the_live_line_shows_the_pull_and_the_lab_wide_total_with_curl(fan: FanLab) -> None:
+    """Last in this file: it installs curl on the hosts (the tests above pull with python3)."""
+    from tests.terminal import Tmux
+
+    install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl"
+    for host in fan.hosts:
+        host.exec(f"{install} || {{ apt-get update -q && {install}; }}", timeout=300)
+        fan.drop(host)
+    vars_file = fan.workdir / "live.json"
+    vars_file.write_text(json.dumps({"shared_images": [fan.ref], "images_fanout": True}))
+    argv = [
+        *(sys.executable, "-m", "provision", "apply", str(fan.workdir / "inventory.ini")),
+        *("-p", IMAGES_YML, "-e", f"@{vars_file}"),
+        *("--known-hosts", str(fan.workdir / "known_hosts")),
+        *("--retry-file", str(fan.workdir / "live.retry")),
+    ]
+    env = {"HOME": str(fan.workdir), "PYTHONPATH": str(REPO), "TERM": "xterm"}
+    seen: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_curl_pull_seen, args=(fan.hosts, seen, stop))
+    fan.uplink.rate = 5e6
+    watcher.start()
+    term = Tmux(argv, env=env, cwd=str(fan.workdir), width=250, height=40)
+    try:
+        line = rf"\| (\S+): {_short(fan)} from the registry: {_OF} \|"
+        screen = term.wait(lambda s: re.search(line, s) is not None, timeout=90)
+        m = re.search(line, screen)
+        assert m is not None and _mb(m[7]) > 3.9 * fan.layer_bytes / 1e6, screen
+        assert term.exit_status() == 0, term.screen()
+        assert "lab-wide" not in term.screen()  # the line is erased at the end
+    finally:
+        term.close()
+        stop.set()
+        watcher.join()
+        fan.uplink.rate = UPLINK_RATE
+    assert seen == [m[1]]  # the host the line named pulled through curl
+    for host in fan.hosts:
+        assert fan.held_id(host) == fan.image_id, host.name

@@ -60,6 +60,7 @@ def test_finalize_fills_defaults_and_converts_types() -> None:
         "backup": True,
         "force": True,
         "validate": None,
+        "remote_src": False,
     }
     assert MODULES["file"].finalize({"path": "/d", "mode": "0755"})["mode"] == "755"
     assert MODULES["file"].finalize({"path": "/d"})["state"] == "file"
@@ -383,7 +384,11 @@ def test_facts_parse_ubuntu_with_gpu_and_secure_boot() -> None:
     assert parse_facts(text) == {
         "ansible_distribution": "Ubuntu",
         "ansible_distribution_version": "24.04",
+        "ansible_distribution_major_version": "24",
         "ansible_distribution_release": "noble",
+        "ansible_distribution_file_variety": "Debian",
+        "ansible_lsb": {},  # no /etc/lsb-release line in this read: none, as Ansible
+        "ansible_local": {},
         "ansible_os_family": "Debian",
         "ansible_architecture": "aarch64",
         "ansible_kernel": "6.8.0-45-generic",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from provision.engine import batches, list_tasks, task_selected
-from provision.playbook import PlaybookError, load_playbook, parse_playbook
+from provision.playbook import PlaybookError, leaf_tasks, load_playbook, parse_playbook
 
 DATA = Path(__file__).parent / "data" / "playbooks"
 
@@ -26,7 +26,7 @@ def test_full_play_shape_is_read() -> None:
     assert play.vars["conf_dir"] == "/etc/provision-test"
     names = [t.name for t in play.tasks]
     assert names[:3] == ["config directory", "greeting file", "rendered template"]
-    greeting = play.tasks[1]
+    greeting = leaf_tasks(play.tasks)[1]
     assert (greeting.module, greeting.line, greeting.notify) == ("copy", 17, ["record handler"])
     assert greeting.args == {
         "dest": "{{ conf_dir }}/greeting",
@@ -34,8 +34,8 @@ def test_full_play_shape_is_read() -> None:
         "mode": "0640",
         "backup": True,
     }
-    assert play.tasks[-2].when == "inventory_hostname == groups_first"
-    assert play.tasks[-1].args["unless"] == "grep -q ran /root/unless.log"
+    assert leaf_tasks(play.tasks)[-2].when == "inventory_hostname == groups_first"
+    assert leaf_tasks(play.tasks)[-1].args["unless"] == "grep -q ran /root/unless.log"
     assert [h.name for h in play.handlers] == ["record handler"]
     assert pb.base_dir == str(DATA)
 
@@ -62,7 +62,7 @@ def test_task_keywords() -> None:
     )
     play = pb.plays[0]
     assert (play.become, play.serial, play.max_fail_percentage) == (True, [1, "50%"], 20.0)
-    t = play.tasks[0]
+    t = leaf_tasks(play.tasks)[0]
     assert t.args == {"chdir": "/tmp", "cmd": "echo {{ item }}"}
     assert (t.loop, t.register, t.become, t.tags) == (["a", "b"], "out", False, ["x", "y"])
     assert (t.ignore_errors, t.changed_when, t.failed_when, t.no_log) == (
@@ -77,7 +77,8 @@ def test_unknown_module_names_file_line_and_task() -> None:
     with pytest.raises(PlaybookError) as err:
         load_playbook(str(DATA / "bad_module.yml"))
     assert str(err.value) == (
-        f"{DATA / 'bad_module.yml'}:9: task 'typo in module': unknown module or keyword 'fille'"
+        f"{DATA / 'bad_module.yml'}:9: task 'typo in module': unknown module or keyword 'fille' "
+        "(did you mean 'file'?)"
     )
 
 
@@ -135,7 +136,7 @@ def test_missing_argument_stops_before_anything_runs() -> None:
             "pb.yml:3: task 'l': 'loop' must be a list or a template",
         ),
         ("- name: p\n  tasks: []\n", "pb.yml:1: play 'p': 'hosts' is required"),
-        ("- hosts: all\n  roles: [x]\n", "pb.yml:1: play 'play 1': 'roles' is not supported"),
+        ("- hosts: all\n  include: x.yml\n", "pb.yml:1: play 'play 1': 'include' is not supported"),
         ("- hosts: all\n  serial: 0\n", "pb.yml:1: play 'play 1': 'serial' must be a number"),
         ("- hosts: all\n  hots: x\n", "pb.yml:1: play 'play 1': unknown play keyword 'hots'"),
         ("hosts: all\n", "pb.yml:1: a playbook is a list of plays"),
@@ -154,7 +155,7 @@ def test_templated_arguments_are_type_checked_later() -> None:
     pb = parse_playbook(
         "- hosts: all\n  tasks:\n    - copy: {dest: /x, content: y, backup: '{{ b }}'}\n", "p"
     )
-    assert pb.plays[0].tasks[0].args["backup"] == "{{ b }}"
+    assert leaf_tasks(pb.plays[0].tasks)[0].args["backup"] == "{{ b }}"
 
 
 def test_handler_listen_and_free_form_shell() -> None:
@@ -163,7 +164,7 @@ def test_handler_listen_and_free_form_shell() -> None:
         "  handlers:\n    - name: h\n      command: echo\n      listen: restart stack\n",
         "p",
     )
-    assert pb.plays[0].tasks[0].args == {"cmd": "echo hi | cat"}
+    assert leaf_tasks(pb.plays[0].tasks)[0].args == {"cmd": "echo hi | cat"}
     assert pb.plays[0].handlers[0].listen == ["restart stack"]
 
 
@@ -171,7 +172,7 @@ def _task(tags: list[str]):
     pb = parse_playbook(
         f"- hosts: all\n  tasks:\n    - command: 'true'\n      tags: {tags!r}\n", "p"
     )
-    return pb.plays[0].tasks[0]
+    return leaf_tasks(pb.plays[0].tasks)[0]
 
 
 @pytest.mark.parametrize(

@@ -142,3 +142,20 @@ def test_every_command_ends_with_its_total_time(tmp_path: Path) -> None:
         _argv("ping", "--local"), capture_output=True, text=True, env=env, timeout=120
     )
     assert re.search(r"^1 host: 1 ok in [\d.]+ s$", ping.stderr, re.M), ping.stderr
+
+
+def test_apply_line_shows_the_freshest_transfer_report_and_its_host() -> None:
+    state = progress.ApplyState(started=0.0)
+    state.set_plays([("p", ["a", "b", "c"])])
+    for host in "abc":
+        state.feed(_ev(host, "start", 1, 1), 1.0)
+
+    def report(host: str, text: str, now: float) -> None:
+        result = TaskResult(host, "p", "t1", "progress", text)
+        state.feed(Event(host, "p", "t1", 1, 1, "progress", result), now)
+
+    report("b", "img from the registry: 1.0 MB of 4.0 MB", 2.0)  # a and c wait for b
+    assert state.line(3.0).endswith(" | b: img from the registry: 1.0 MB of 4.0 MB | 3s")
+    report("c", "img from b: 2.0 MB of 4.0 MB", 4.0)
+    report("b", "img from the registry: 4.0 MB of 4.0 MB", 3.0)  # older: c's is shown
+    assert " | c: img from b: 2.0 MB of 4.0 MB | " in state.line(5.0)

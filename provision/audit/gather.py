@@ -18,7 +18,7 @@ from typing import Any
 from provision.audit import bundle, fallback, probe
 from provision.audit.settings import AuditSettings
 from provision.errors import ProvisionError
-from provision.modules.nvidia_state import DRIVER_PREFIXES
+from provision.nvidia_packages import DRIVER_PREFIXES
 from provision.ssh import CommandResult, CommandTimeout, Session
 
 MAX_OUTPUT = 16 * 1024 * 1024  # a probe document is a few KiB; more is garbage

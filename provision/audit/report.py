@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from tabulate import tabulate
-
 from provision import __version__
 from provision.audit.checks import (
     GIB,
@@ -396,6 +394,10 @@ def _md(text: str) -> str:
 
 
 def render_markdown(reports: Sequence[HostReport], details: bool = False) -> str:
+    # Imported here, not at the top: tabulate imports importlib.metadata (~40 ms), which every
+    # audit would pay at start-up for the one format that needs it.
+    from tabulate import tabulate
+
     rows = [[None if c is None else _md(c) for c in row(r)] for r in reports]
     out = [
         tabulate(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from provision.modules.accounts import GroupModule, UserModule
 from provision.modules.apt import AptModule
+from provision.modules.apt_key import AptKeyModule
 from provision.modules.apt_policy import AptPolicyModule
 from provision.modules.apt_repository import AptRepositoryModule
+from provision.modules.authorized_key import AuthorizedKeyModule
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step
-from provision.modules.commands import CommandModule, ShellModule
+from provision.modules.commands import CommandModule, RawModule, ShellModule
 from provision.modules.control import (
     AssertModule,
     DebugModule,
@@ -17,15 +19,30 @@ from provision.modules.control import (
     MetaModule,
     SetFactModule,
 )
+from provision.modules.deb822_repository import Deb822RepositoryModule
 from provision.modules.docker_image import DockerImageModule
 from provision.modules.docker_state import DockerStateModule
+from provision.modules.fetch import FetchModule
 from provision.modules.files import CopyModule, FileModule, JsonMergeModule, TemplateModule
-from provision.modules.kmod import KernelModuleBlacklistModule
+from provision.modules.find import FindModule
+from provision.modules.get_url import GetUrlModule
+from provision.modules.hostfacts import PackageFactsModule, ServiceFactsModule, SetupModule
+from provision.modules.include_role import IncludeRoleModule
+from provision.modules.kmod import (
+    KernelBlacklistModule,
+    KernelModuleBlacklistModule,
+    ModprobeModule,
+)
 from provision.modules.lineinfile import LineInFileModule
 from provision.modules.nvidia_state import NvidiaStateModule
+from provision.modules.other_family import OTHER_FAMILY_MODULES, OTHER_FAMILY_NAMES
+from provision.modules.pause import PauseModule
 from provision.modules.reboot import RebootModule, TaskSkipped
 from provision.modules.service import ServiceModule
 from provision.modules.stat import StatModule
+from provision.modules.tempfiles import TempfileModule
+from provision.modules.textedit import BlockInFileModule, ReplaceModule
+from provision.modules.unarchive import UnarchiveModule
 from provision.modules.users import UserGroupsModule
 
 MODULES: dict[str, Module] = {
@@ -58,6 +75,25 @@ MODULES: dict[str, Module] = {
         MetaModule(),
         IncludeTasksModule(),
         IncludeVarsModule(),
+        IncludeRoleModule(),
+        GetUrlModule(),
+        AptKeyModule(),
+        Deb822RepositoryModule(),
+        BlockInFileModule(),
+        ReplaceModule(),
+        ModprobeModule(),
+        KernelBlacklistModule(),
+        ServiceFactsModule(),
+        PackageFactsModule(),
+        SetupModule(),
+        UnarchiveModule(),
+        TempfileModule(),
+        FindModule(),
+        RawModule(),
+        PauseModule(),
+        AuthorizedKeyModule(),
+        FetchModule(),
+        *OTHER_FAMILY_MODULES,
     )
 }
 
@@ -78,6 +114,7 @@ ANSIBLE_NAMES: dict[str, str] = {
             "group",
             "include_tasks",
             "include_vars",
+            "include_role",
             "lineinfile",
             "meta",
             "reboot",
@@ -100,6 +137,31 @@ ANSIBLE_NAMES: dict[str, str] = {
     },
     "package": "apt",
     "ansible.builtin.package": "apt",
+    # the apt family of issue 14 item 2
+    **{
+        f"ansible.builtin.{name}": name
+        for name in ("apt_key", "apt_repository", "deb822_repository", "get_url")
+    },
+    # the small modules of issue 14 item 3, under the collections Ansible puts them in
+    **{
+        f"ansible.builtin.{name}": name
+        for name in (
+            "blockinfile",
+            "replace",
+            "service_facts",
+            "package_facts",
+            "setup",
+            "unarchive",
+            "tempfile",
+            "find",
+        )
+    },
+    **{f"community.general.{name}": name for name in ("modprobe", "kernel_blacklist")},
+    **OTHER_FAMILY_NAMES,
+    "ansible.builtin.raw": "raw",
+    "ansible.builtin.pause": "pause",
+    "ansible.posix.authorized_key": "authorized_key",
+    "ansible.builtin.fetch": "fetch",
 }
 
 

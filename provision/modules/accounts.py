@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provision.modules.base import Arg, Context, Module, ModuleError, Plan, Step, noop
+from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step, noop
 from provision.shell import join, quote
 
 
@@ -78,12 +78,29 @@ class UserModule(Module):
         Arg("create_home", "bool", default=True, aliases=("createhome",)),
         Arg("system", "bool", default=False),
         Arg("remove", "bool", default=False),
+        Arg("force", "bool", default=False),  # state absent: userdel --force; a new ssh key
+        Arg("move_home", "bool", default=False),  # a changed home: its content moved there
+        Arg("generate_ssh_key", "bool", default=False),
+        Arg("ssh_key_type", default="rsa"),
+        Arg("ssh_key_bits", "int", default=0),  # 0: ssh-keygen's default for the type
+        Arg("ssh_key_file"),  # relative: to the home; default .ssh/id_TYPE
+        Arg("ssh_key_comment"),  # default "ansible-generated on HOSTNAME" (the host's name)
+        Arg("ssh_key_passphrase"),  # refused: it would be on ssh-keygen's command line
     )
+
+    def check_combination(self, args: dict[str, Any]) -> None:
+        if args.get("ssh_key_passphrase") is not None:
+            raise ArgError(
+                f"module '{self.name}': ssh_key_passphrase is not supported (ssh-keygen would "
+                "get it on its command line); generate the key without one or with ssh-keygen"
+            )
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         u = quote(args["name"])
         fields = f'"$line" "$(id -gn {u})" "$(id -nG {u})"'
         lines = [f"if line=$(getent passwd {u}); then printf 'user\\t%s\\t%s\\t%s\\n' {fields}; fi"]
+        if args["generate_ssh_key"] and args["state"] == "present":
+            lines.append(_ssh_key_probe(args))
         for group in self._wanted_groups(args) + ([args["group"]] if args["group"] else []):
             g = quote(group)
             lines.append(f"if getent group {g} >/dev/null; then printf 'group\\t%s\\n' {g}; fi")
@@ -105,7 +122,8 @@ class UserModule(Module):
         if args["state"] == "absent":
             if found is None:
                 return noop(f"user {name} does not exist")
-            argv = ["userdel", *(["-r"] if args["remove"] else []), name]
+            flags = ["-f"] * args["force"] + ["-r"] * args["remove"]
+            argv = ["userdel", *flags, name]
             return Plan(True, changes=[f"remove user {name}"], steps=[Step(join(argv))])
         existing = {
             line.split("\t")[1] for line in (state or "").splitlines() if line.startswith("group\t")
@@ -115,9 +133,8 @@ class UserModule(Module):
         missing = [g for g in needed if g not in existing]
         if missing:
             raise ModuleError(f"group {', '.join(missing)} does not exist; create it first")
-        if found is None:
-            return self._create(args, wanted)
-        return self._modify(args, wanted, found)
+        plan = self._create(args, wanted) if found is None else self._modify(args, wanted, found)
+        return _with_ssh_key(plan, args, state)
 
     def _create(self, args: dict[str, Any], wanted: list[str]) -> Plan:
         argv = ["useradd"]
@@ -150,6 +167,8 @@ class UserModule(Module):
             if args[key] is not None and str(args[key]) != now:
                 argv += [flag, str(args[key])]
                 changes.append(f"{key} {now or '-'} -> {args[key]}")
+                if key == "home" and args["move_home"]:  # usermod -m: the content moves too
+                    argv.append("-m")
         if args["groups"] is not None:
             if args["append"]:
                 add = [g for g in wanted if g not in member]
@@ -166,3 +185,73 @@ class UserModule(Module):
             changes=[f"user {name}: " + "; ".join(changes)],
             steps=[Step(join(["usermod", *argv, name]))],
         )
+
+
+def _ssh_key_file(args: dict[str, Any]) -> str:
+    """The key's path as a shell word: relative paths are under the user's home ("$h")."""
+    path = args["ssh_key_file"] or f".ssh/id_{args['ssh_key_type']}"
+    return quote(path) if path.startswith("/") else f'"$h"/{quote(path)}'
+
+
+def _ssh_key_probe(args: dict[str, Any]) -> str:
+    """``sshkey<TAB>private|public`` when a key file is there, and the public key."""
+    u = quote(args["name"])
+    return "\n".join(
+        [
+            f'if h=$(getent passwd {u} | cut -d: -f6) && [ -n "$h" ]; then f={_ssh_key_file(args)}',
+            "  if [ -e \"$f\" ]; then printf 'sshkey\\tprivate\\n'; "
+            "elif [ -e \"$f.pub\" ]; then printf 'sshkey\\tpublic\\n'; fi",
+            '  if [ -e "$f.pub" ]; then printf \'sshpub\\t%s\\n\' "$(head -n1 "$f.pub")"; '
+            'printf \'sshfp\\t%s\\n\' "$(ssh-keygen -lf "$f.pub" 2>/dev/null)"; fi',
+            "fi",
+        ]
+    )
+
+
+def _with_ssh_key(plan: Plan, args: dict[str, Any], state: str | None) -> Plan:
+    """Ansible's generate_ssh_key: a key made with ssh-keygen (no passphrase) unless the key
+    or its .pub is there already (force: made again, every run, as in Ansible), in a ~/.ssh
+    made 0700, both owned by the user. ``ssh_key_file`` is registered, and the public key and
+    fingerprint when the key was there before."""
+    if not args["generate_ssh_key"]:
+        return plan
+    found = _fields(state, "sshkey")
+    relative = args["ssh_key_file"] or f".ssh/id_{args['ssh_key_type']}"
+    plan.result["ssh_key_file"] = relative
+    public, fingerprint = _fields(state, "sshpub"), _fields(state, "sshfp")
+    if public:
+        plan.result["ssh_public_key"] = public[0]
+    if fingerprint:
+        plan.result["ssh_fingerprint"] = fingerprint[0]
+    if found is not None and not args["force"]:
+        if not plan.changed:
+            plan.reason = (
+                f"{plan.reason}; its ssh key {relative} exists (force: yes makes a new one)"
+            )
+        return plan
+    u = quote(args["name"])
+    keygen = ["ssh-keygen", "-q", "-t", args["ssh_key_type"]]
+    keygen += ["-b", str(args["ssh_key_bits"])] if args["ssh_key_bits"] > 0 else []
+    comment = (
+        quote(args["ssh_key_comment"])
+        if args["ssh_key_comment"] is not None
+        else '"ansible-generated on $(hostname)"'
+    )
+    script = "\n".join(
+        [
+            "set -e",
+            f"h=$(getent passwd {u} | cut -d: -f6)",
+            f"f={_ssh_key_file(args)}",
+            'd=$(dirname -- "$f")',
+            f'if [ ! -d "$d" ]; then mkdir -m 700 -- "$d"; chown {u}: "$d"; fi',
+            'rm -f -- "$f" "$f.pub"',  # reached only without a key, or with force
+            f"{join(keygen)} -C {comment} -N '' -f \"$f\" >/dev/null",
+            f'chown {u}: "$f" "$f.pub"',
+        ]
+    )
+    change = f"generate the ssh key {relative} of {args['name']}"
+    if not plan.changed:
+        return Plan(True, changes=[change], steps=[Step(script)], result=plan.result)
+    plan.changes.append(change)
+    plan.steps.append(Step(script))
+    return plan

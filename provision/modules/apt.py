@@ -5,6 +5,11 @@ is read by one snippet that the engine batches with the other reads. Commands ru
 ``DEBIAN_FRONTEND=noninteractive`` and ``NEEDRESTART_SUSPEND=1`` (no prompts, no needrestart
 dialog) and wait for the dpkg lock a bounded time (``DPkg::Lock::Timeout``); when the wait
 fails, the holder of the lock (pid and command line) is named in the error.
+
+Ansible's arguments mean what they mean in ansible.builtin.apt: ``upgrade``, ``autoremove``,
+``autoclean`` and a local or downloaded ``deb`` are decided from apt-get's own simulation
+(``apt-get -s``) and ``dpkg-deb -f`` in the same batched read; a cache update beside packages is
+no change (Ansible reports ok once the packages are there).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step, noop
+from provision.modules.download import FETCH_FUNCTION, fetch
 from provision.shell import join, quote
 
 LOCKS = (
@@ -28,6 +34,19 @@ _ENV = {"DEBIAN_FRONTEND": "noninteractive", "NEEDRESTART_SUSPEND": "1"}
 # lock_timeout seconds for the dpkg lock: the step's own bound covers both, so the "lock held by
 # pid N" message can appear instead of the run's shorter --command-timeout cutting it off.
 INSTALL_TIMEOUT = 1800
+# Ansible's apt: dpkg_options default, and apt-get's summary line when a run changed nothing.
+DPKG_OPTIONS = "force-confdef,force-confold"
+APT_GET_ZERO = "\n0 upgraded, 0 newly installed, 0 to remove"
+# upgrade: apt-get's command for each of Ansible's modes (aptitude is never used: on a host without
+# it Ansible's apt uses these same apt-get commands, and force_apt_get forces them).
+UPGRADE_COMMANDS = {
+    "yes": ("upgrade", "--with-new-pkgs"),
+    "safe": ("upgrade", "--with-new-pkgs"),
+    "full": ("dist-upgrade",),
+    "dist": ("dist-upgrade",),
+}
+DEB_TIMEOUT = 300  # seconds to download a ``deb:`` URL on the host
+TEMP_DEB = '"$t/p.deb"'  # where a downloaded ``deb`` lies, in a directory made by mktemp -d
 
 
 def step_timeout(args: dict[str, Any]) -> float:
@@ -55,6 +74,8 @@ class AptState:
     cache_mtime: int = 0
     now: int = 0
     interrupted: bool = False
+    simulated: dict[str, list[str]] = field(default_factory=dict)  # upgrade/autoremove/autoclean
+    deb: dict[str, str] = field(default_factory=dict)  # the ``deb`` file's fields and status
 
 
 def parse_state(text: str | None) -> AptState:
@@ -80,6 +101,16 @@ def parse_state(text: str | None) -> AptState:
             elif line.strip().startswith("Installed:") and current:
                 version = line.split(":", 1)[1].strip()
                 st.installed[current] = "" if version == "(none)" else version
+        elif section in ("upgrade", "autoremove", "autoclean"):
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("Inst", "Remv", "Purg", "Del"):
+                # "Inst NAME [OLD] (NEW ...)", "Remv NAME [VER]", "Del NAME VER [SIZE]"
+                what = " ".join(words[1:3]) if words[0] == "Del" else words[1]
+                st.simulated.setdefault(section, []).append(what)
+        elif section == "deb":
+            key, sep, value = line.partition("=")
+            if sep:
+                st.deb[key] = value.strip()
         elif section == "meta":
             key, _, value = line.partition("=")
             value = value.strip()
@@ -129,20 +160,101 @@ def lock_holder_script() -> str:
     )
 
 
+def upgrade_mode(value: Any) -> str:
+    """Ansible's ``upgrade``: no/yes/safe/full/dist; YAML's booleans (``upgrade: yes`` is
+    True) are read back as "yes"/"no", as Ansible's choice check does."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return "yes" if text == "true" else "no"
+    if text not in ("no", *UPGRADE_COMMANDS):
+        raise ArgError(
+            f"module 'apt': argument 'upgrade' must be one of no, yes, safe, full, dist, "
+            f"got {value!r}"
+        )
+    return text
+
+
+def dpkg_option_words(options: str) -> list[str]:
+    """``force-confdef,force-confold`` -> ``-o Dpkg::Options::=--force-confdef ...``."""
+    words: list[str] = []
+    for option in options.split(","):
+        if option.strip():
+            words += ["-o", f"Dpkg::Options::=--{option.strip()}"]
+    return words
+
+
+def is_url(deb: str) -> bool:
+    return "://" in deb
+
+
+def deb_probe(args: dict[str, Any]) -> str:
+    """Print the ``deb`` file's Package and Version (``dpkg-deb -f``), the installed version
+    of that package and whether it is the same (dpkg's own comparison); a URL is downloaded
+    to a temporary directory first and removed after (Ansible's apt downloads it each run too)."""
+    deb = args["deb"]
+    lines = ["echo @@deb", "("]
+    if is_url(deb):
+        lines += [
+            FETCH_FUNCTION,
+            "t=$(mktemp -d) || exit 0",
+            f'if {fetch(deb, TEMP_DEB, DEB_TIMEOUT)} 2>"$t/err"; then',
+            '  f="$t/p.deb"',
+            "else",
+            "  echo \"fetch=$(tail -c 300 \"$t/err\" | tr '\\n' ' ')\"; f=",
+            "fi",
+        ]
+    else:
+        lines += [f"f={quote(deb)}"]
+    lines += [
+        'if [ -n "$f" ] && [ -f "$f" ]; then',
+        '  n=$(dpkg-deb -f "$f" Package); v=$(dpkg-deb -f "$f" Version)',
+        '  echo "package=$n"; echo "version=$v"',
+        '  echo "status=$(dpkg-query -W -f \'${db:Status-Abbrev}\' "$n" 2>/dev/null)"',
+        "  iv=$(dpkg-query -W -f '${Version}' \"$n\" 2>/dev/null)",
+        '  echo "installed=$iv"',
+        '  if [ -n "$iv" ] && dpkg --compare-versions "$v" eq "$iv"; then echo same=yes; fi',
+        'elif [ -n "$f" ]; then echo missing=yes; fi',
+    ]
+    if is_url(deb):
+        lines.append('rm -rf "$t"')
+    lines.append(")")
+    return "\n".join(lines)
+
+
 class AptModule(Module):
     name = "apt"
     spec = (
         Arg("name", "list", default=[], aliases=("package", "pkg")),
         Arg("state", choices=("present", "absent", "latest"), default="present"),
         Arg("hold", "bool"),
-        Arg("update_cache", "bool", default=False),
+        Arg("update_cache", "bool", default=False, aliases=("update-cache",)),
         Arg("cache_valid_time", "int", default=0),
         Arg("lock_timeout", "int", default=120),
         Arg("purge", "bool", default=False),
         # Off by default (a lab host gets what the playbook names, nothing more); a package set
         # that needs its Recommends (Debian's nvidia-driver: libcuda1, nvidia-smi) names them.
-        Arg("install_recommends", "bool", default=False),
+        Arg("install_recommends", "bool", default=False, aliases=("install-recommends",)),
+        Arg("deb"),
+        Arg("upgrade", "raw", default="no"),
+        Arg("autoremove", "bool", default=False),
+        Arg("autoclean", "bool", default=False),
+        Arg(
+            "allow_downgrade",
+            "bool",
+            default=False,
+            aliases=("allow-downgrade", "allow_downgrades", "allow-downgrades"),
+        ),
+        Arg("dpkg_options", default=DPKG_OPTIONS),
+        Arg("default_release", aliases=("default-release",)),
+        Arg("force_apt_get", "bool", default=False),  # accepted: apt-get is always used
     )
+
+    def finalize(self, args: dict[str, Any]) -> dict[str, Any]:
+        out = super().finalize(args)
+        out["upgrade"] = upgrade_mode(out["upgrade"])
+        return out
 
     def check_combination(self, args: dict[str, Any]) -> None:
         names = args.get("name")
@@ -152,9 +264,38 @@ class AptModule(Module):
             for spec in names:
                 if isinstance(spec, str) and "{" not in spec:
                     split_pin(spec)
-        nothing = not names and not args.get("update_cache") and args.get("hold") is None
+        upgrade = args.get("upgrade")
+        if upgrade is not None and not (isinstance(upgrade, str) and "{" in upgrade):
+            upgrade = upgrade_mode(upgrade)
+        deb = args.get("deb")
+        given = [k for k, v in (("name", names), ("deb", deb)) if v] + (
+            ["upgrade"] if upgrade not in (None, "no") else []
+        )
+        if len(given) > 1:  # Ansible: mutually exclusive
+            raise ArgError(f"module 'apt': give only one of {', '.join(given)}")
+        if isinstance(deb, str) and "{" not in deb:
+            if not is_url(deb) and not deb.startswith("/"):
+                raise ArgError(
+                    f"module 'apt': deb {deb!r} must be an absolute path on the host or a URL"
+                )
+            if args.get("state", "present") != "present":
+                raise ArgError("module 'apt': deb only supports state: present")
+        nothing = (
+            not given
+            and not args.get("update_cache")
+            and not args.get("cache_valid_time")
+            and not args.get("autoremove")
+            and not args.get("autoclean")
+            and args.get("hold") is None
+        )
         if nothing and "update_cache" in args:  # finalized: nothing to do at all is a mistake
-            raise ArgError("module 'apt': give 'name' and/or 'update_cache: true'")
+            raise ArgError(
+                "module 'apt': give 'name', 'deb', 'upgrade', 'autoremove' and/or "
+                "'update_cache: true'"
+            )
+
+    def release_words(self, args: dict[str, Any]) -> list[str]:
+        return ["-t", args["default_release"]] if args["default_release"] else []
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         names = [split_pin(str(s))[0] for s in args["name"]]
@@ -170,7 +311,9 @@ class AptModule(Module):
         # package is installed and the state is not `latest` (the converged case).
         if names and args["state"] != "absent":
             lines.append("echo @@policy")
-            policy = f"LANG=C apt-cache policy {q} 2>/dev/null"
+            release = args["default_release"]
+            opt = f"-o APT::Default-Release={quote(release)} " if release else ""
+            policy = f"LANG=C apt-cache {opt}policy {q} 2>/dev/null"
             if args["state"] == "latest":
                 lines.append(policy)
             else:
@@ -178,6 +321,9 @@ class AptModule(Module):
                     "if [ \"$(dpkg-query -W -f '${db:Status-Abbrev}\\n' "
                     f"{q} 2>/dev/null | grep -c '^[ih]i')\" -ne {len(names)} ]; then {policy}; fi"
                 )
+        lines += self.simulations(args, bool(names))
+        if args["deb"]:
+            lines.append(deb_probe(args))
         lines += [
             "echo @@meta",
             f"s=$(stat -c %Y {quote(STAMP)} 2>/dev/null || echo 0)",
@@ -189,6 +335,35 @@ class AptModule(Module):
             'echo "interrupted=$(ls -A /var/lib/dpkg/updates 2>/dev/null | head -n1)"',
         ]
         return "\n".join(lines)
+
+    def simulations(self, args: dict[str, Any], names: bool) -> list[str]:
+        """``apt-get -s`` (a simulation: no lock, nothing changed) of the upgrade, autoremove or
+        autoclean the task asks for: what it would do decides whether it is a change."""
+        sim = "LANG=C apt-get -s -q"
+        lines: list[str] = []
+        if args["upgrade"] != "no":
+            words = [*self.release_words(args), *self.upgrade_words(args)]
+            lines += [
+                "echo @@upgrade",
+                f"{sim} {join(words)} 2>/dev/null | grep -E '^(Inst|Remv|Purg) '",
+            ]
+        elif args["autoclean"] and not names and not args["deb"]:
+            lines += ["echo @@autoclean", f"{sim} autoclean 2>/dev/null | grep '^Del '"]
+        elif args["autoremove"] and not names and not args["deb"]:
+            purge = " --purge" if args["purge"] else ""
+            lines += [
+                "echo @@autoremove",
+                f"{sim}{purge} autoremove 2>/dev/null | grep -E '^(Remv|Purg) '",
+            ]
+        return lines
+
+    def upgrade_words(self, args: dict[str, Any]) -> list[str]:
+        words = list(UPGRADE_COMMANDS[args["upgrade"]])
+        if args["autoremove"]:
+            words.append("--auto-remove")
+        if args["allow_downgrade"]:
+            words.append("--allow-downgrades")
+        return words
 
     def update_cache(self, args: dict[str, Any]) -> str:
         """``apt-get update``, then the success stamp that ``cache_valid_time`` reads.
@@ -205,25 +380,34 @@ class AptModule(Module):
 
     def apt_get(self, args: dict[str, Any], *words: str) -> str:
         env = " ".join(f"{k}={quote(v)}" for k, v in _ENV.items())
+        options = args.get("dpkg_options") or DPKG_OPTIONS
         opts = [
             "-y",
             "-q",
             "-o",
             f"DPkg::Lock::Timeout={args['lock_timeout']}",
-            "-o",
-            "Dpkg::Options::=--force-confdef",
-            "-o",
-            "Dpkg::Options::=--force-confold",
+            *dpkg_option_words(options),
         ]
         return f"{env} apt-get {join([*opts, *words])}"
+
+    def cache_update_due(self, args: dict[str, Any], st: AptState) -> str | None:
+        """The change line of a due cache update (``cache_valid_time`` alone asks for one too,
+        as in Ansible since 2.4), or None."""
+        if not args["update_cache"] and not args["cache_valid_time"]:
+            return None
+        age = st.now - st.cache_mtime if st.cache_mtime else None
+        valid = args["cache_valid_time"]
+        if valid > 0 and age is not None and age <= valid:
+            return None
+        return "update the package cache" + (
+            f" (last updated {age} s ago)" if age is not None else " (never updated)"
+        )
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
         st = parse_state(state)
         pins = [split_pin(str(s)) for s in args["name"]]
-        want = args["state"]
-        changes: list[str] = []
+        changes: list[str] = []  # certain changes, known from the state read
         cmds: list[str] = []
-        status = {n: st.packages.get(n, ("", "un"))[0] or None for n, _ in pins}
         half = [n for n, _ in pins if half_installed(st.packages.get(n, ("", ""))[1])]
         if st.interrupted or half:
             why = "dpkg was interrupted" if st.interrupted else f"{', '.join(half)} half-installed"
@@ -233,17 +417,150 @@ class AptModule(Module):
                 ' || { rc=$?; echo "provision: dpkg was interrupted and '
                 "'dpkg --configure -a' failed (exit $rc); repair it by hand\" >&2; exit $rc; }"
             )
-        updating = False
-        if args["update_cache"]:
-            age = st.now - st.cache_mtime if st.cache_mtime else None
-            valid = args["cache_valid_time"]
-            if valid <= 0 or age is None or age > valid:
-                updating = True
-                changes.append(
-                    "update the package cache"
-                    + (f" (last updated {age} s ago)" if age is not None else " (never updated)")
-                )
-                cmds.append(self.update_cache(args))
+        update = self.cache_update_due(args, st)
+        after_repair = len(changes)  # the update's change line goes where its command runs
+        if update:
+            cmds.append(self.update_cache(args))
+        if args["upgrade"] != "no":
+            reason = self.plan_upgrade(args, st, bool(update), changes, cmds)
+        elif args["deb"]:
+            reason = self.plan_deb(args, st, changes, cmds)
+        elif not pins and (args["autoclean"] or args["autoremove"]):
+            reason = self.plan_cleanup(args, st, changes, cmds)
+        else:
+            reason = self.plan_packages(args, st, state, bool(update), pins, changes, cmds)
+        status = {n: st.packages.get(n, ("", "un"))[0] or None for n, _ in pins}
+        if not cmds:
+            if (
+                update is None
+                and (args["update_cache"] or args["cache_valid_time"])
+                and (pins or args["deb"] or args["upgrade"] != "no")
+            ):
+                reason += "; package cache is fresh"
+            return noop(reason, packages=status)
+        script = "\n".join(
+            [
+                "set +e",
+                *([FETCH_FUNCTION] if args["deb"] and is_url(args["deb"]) else []),
+                "run() {",
+                "\n".join(f"  {c} || return $?" for c in cmds),
+                "}",
+                "run; rc=$?",
+                'if [ "$rc" -ne 0 ]; then',
+                lock_holder_script() + " >&2",
+                "fi",
+                'exit "$rc"',
+            ]
+        )
+        step = Step(script, timeout=step_timeout(args))
+        result = {"packages": status, "cache_updated": bool(update)}
+        if changes:
+            changes[after_repair:after_repair] = [update] if update else []
+            return Plan(True, changes=changes, steps=[step], result=result)
+        # Only the cache update (and an upgrade it may make possible) runs. Ansible reports the
+        # update alone as a change, and beside packages, a deb or an upgrade as none.
+        alone = not pins and not args["deb"] and args["upgrade"] == "no"
+        if alone:
+            return Plan(True, changes=[str(update)], steps=[step], result=result)
+        changed_if = (
+            (lambda out: bool(out) and APT_GET_ZERO not in out)
+            if args["upgrade"] != "no"
+            else (lambda out: False)
+        )
+        return Plan(
+            True,
+            reason=f"{reason}; package cache updated",
+            changes=[str(update)]
+            + (["upgrade what the new cache offers"] if args["upgrade"] != "no" else []),
+            steps=[step],
+            result=result,
+            changed_if=changed_if,
+        )
+
+    def plan_upgrade(
+        self,
+        args: dict[str, Any],
+        st: AptState,
+        updating: bool,
+        changes: list[str],
+        cmds: list[str],
+    ) -> str:
+        """``upgrade``: apt-get's (dist-)upgrade when its simulation does anything, or after a
+        cache update (whose new lists may offer more)."""
+        words = self.upgrade_words(args)
+        simulated = st.simulated.get("upgrade", [])
+        if simulated or updating:
+            cmds.append(self.apt_get(args, *self.release_words(args), *words))
+        if simulated:
+            shown = ", ".join(simulated[:8]) + (
+                f" and {len(simulated) - 8} more" if len(simulated) > 8 else ""
+            )
+            changes.append(f"{' '.join(words[:1])}: {shown}")
+        return "no packages to upgrade"
+
+    def plan_deb(
+        self, args: dict[str, Any], st: AptState, changes: list[str], cmds: list[str]
+    ) -> str:
+        deb, info = args["deb"], st.deb
+        if "fetch" in info:
+            raise ModuleError(f"deb {deb}: the download failed: {info['fetch'].strip()}")
+        if info.get("missing") or not info.get("package"):
+            raise ModuleError(f"deb {deb}: no such file on the host")
+        name, version, have = info["package"], info.get("version", ""), info.get("installed", "")
+        if installed(info.get("status", "")) and info.get("same"):
+            return f"{name} {version}: installed"
+        changes.append(f"install {name} {version} from {deb}" + (f" (was {have})" if have else ""))
+        words = self.install_words(args)
+        if is_url(deb):
+            install = self.apt_get(args, "install", *words, "$t/p.deb").replace(
+                "'$t/p.deb'", TEMP_DEB
+            )
+            get = fetch(deb, TEMP_DEB, DEB_TIMEOUT)
+            cmds.append(
+                f'{{ t=$(mktemp -d) && chmod 755 "$t" && {get} && {install}; rc=$?; rm -rf "$t"; '
+                '[ "$rc" -eq 0 ]; }'
+            )
+        else:
+            cmds.append(self.apt_get(args, "install", *words, deb))
+        return ""
+
+    def install_words(self, args: dict[str, Any]) -> list[str]:
+        words = [] if args["install_recommends"] else ["--no-install-recommends"]
+        if args["allow_downgrade"]:
+            words.append("--allow-downgrades")
+        return words
+
+    def plan_cleanup(
+        self, args: dict[str, Any], st: AptState, changes: list[str], cmds: list[str]
+    ) -> str:
+        """``autoclean`` (stale .debs in apt's cache) or else ``autoremove`` (packages nothing
+        depends on any more), each only when its simulation lists something (as Ansible: one
+        of the two, autoclean first)."""
+        if args["autoclean"]:
+            stale = st.simulated.get("autoclean", [])
+            if stale:
+                changes.append(f"autoclean: delete {len(stale)} obsolete package files")
+                cmds.append(self.apt_get(args, "autoclean"))
+            return "no obsolete package files"
+        unused = st.simulated.get("autoremove", [])
+        if unused:
+            verb = "purge" if args["purge"] else "remove"
+            changes.append(f"autoremove: {verb} {', '.join(unused)}")
+            cmds.append(self.apt_get(args, *(["--purge"] if args["purge"] else []), "autoremove"))
+        return "no unused packages to remove"
+
+    def plan_packages(
+        self,
+        args: dict[str, Any],
+        st: AptState,
+        state: str | None,
+        updating: bool,
+        pins: list[tuple[str, str | None]],
+        changes: list[str],
+        cmds: list[str],
+    ) -> str:
+        want = args["state"]
+        status = {n: st.packages.get(n, ("", "un"))[0] or None for n, _ in pins}
         to_install: list[str] = []
         to_remove: list[str] = []
         for name, version in pins:
@@ -279,47 +596,30 @@ class AptModule(Module):
             changes.append(f"unhold {', '.join(unhold)}")
             cmds.append(f"apt-mark unhold {join(unhold)} >/dev/null")
         still_held = st.holds - set(unhold)
+        autoremove = ["--auto-remove"] if args["autoremove"] else []
         if to_install:
             held = [s for s in to_install if split_pin(s)[0] in still_held]
             extra = ["--allow-change-held-packages"] if held else []
-            recommends = [] if args["install_recommends"] else ["--no-install-recommends"]
-            cmds.append(self.apt_get(args, "install", *recommends, *extra, *to_install))
+            words = [*self.install_words(args), *autoremove, *extra, *self.release_words(args)]
+            cmds.append(self.apt_get(args, "install", *words, *to_install))
         if to_remove:
             extra = ["--allow-change-held-packages"] if still_held & set(to_remove) else []
             verb = "purge" if args["purge"] else "remove"
-            cmds.append(self.apt_get(args, verb, *extra, *to_remove))
+            cmds.append(self.apt_get(args, verb, *autoremove, *extra, *to_remove))
         if hold:
             changes.append(f"hold {', '.join(hold)}")
             cmds.append(f"apt-mark hold {join(hold)} >/dev/null")
-        if not changes:
-            parts = []
-            for name, _pin in pins:
-                current = status.get(name)
-                parts.append(f"{name} {current}" if current and want != "absent" else name)
-            what = ", ".join(parts) or "package cache"
-            if want == "absent":
-                reason = f"{what}: not installed"
-            elif names:
-                reason = f"{what}: installed" + (" and up to date" if want == "latest" else "")
-            else:
-                reason = "package cache is fresh"
-            if args["update_cache"] and names:
-                reason += "; package cache is fresh"
-            if args["hold"] is True and names:
-                reason += "; held"
-            return noop(reason, packages=status)
-        script = "\n".join(
-            [
-                "set +e",
-                "run() {",
-                "\n".join(f"  {c} || return $?" for c in cmds),
-                "}",
-                "run; rc=$?",
-                'if [ "$rc" -ne 0 ]; then',
-                lock_holder_script() + " >&2",
-                "fi",
-                'exit "$rc"',
-            ]
-        )
-        step = Step(script, timeout=step_timeout(args))
-        return Plan(True, changes=changes, steps=[step], result={"packages": status})
+        parts = []
+        for name, _pin in pins:
+            current = status.get(name)
+            parts.append(f"{name} {current}" if current and want != "absent" else name)
+        what = ", ".join(parts) or "package cache"
+        if want == "absent":
+            reason = f"{what}: not installed"
+        elif names:
+            reason = f"{what}: installed" + (" and up to date" if want == "latest" else "")
+        else:
+            reason = "package cache is fresh"
+        if args["hold"] is True and names:
+            reason += "; held"
+        return reason

@@ -15,6 +15,9 @@ A host set up from the vendors' own pages already has a source for the same URI 
 ``FILE.DATE@TIME~``, which apt ignores) before ours is written, so apt always has one source per
 repository and never a broken list. A file that also holds other repositories is not edited: the
 task stops before any change and names the file and line.
+
+Ansible's own form, one ``repo:`` line in a ``.list`` file, is :mod:`provision.modules.apt_lines`;
+the task picks the form by its arguments (``repo`` or ``uris``/``suites``/``key_url``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import hashlib
 import re
 import time
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
+from provision.modules import apt_lines
 from provision.modules.apt import AptModule, step_timeout
 from provision.modules.base import (
     Arg,
@@ -92,9 +97,16 @@ def dearmor(data: bytes) -> bytes:
 
 def _packets(data: bytes) -> list[tuple[int, bytes]]:
     """OpenPGP packets (RFC 4880/9580 framing) -> (tag, body)."""
-    out: list[tuple[int, bytes]] = []
+    return [(tag, body) for tag, body, _start, _end in packet_spans(data)]
+
+
+def packet_spans(data: bytes) -> list[tuple[int, bytes, int, int]]:
+    """OpenPGP packets -> (tag, body, first byte, end): where each packet lies, header
+    included, so that a keyring can be cut into its keys (apt_key)."""
+    out: list[tuple[int, bytes, int, int]] = []
     i = 0
     while i < len(data):
+        start = i
         head = data[i]
         if not head & 0x80:
             raise ModuleError(f"not an OpenPGP key (bad packet header at byte {i})")
@@ -120,7 +132,7 @@ def _packets(data: bytes) -> list[tuple[int, bytes]]:
                 i += 1 + size
         if i + length > len(data):
             raise ModuleError("the OpenPGP key is truncated")
-        out.append((tag, data[i : i + length]))
+        out.append((tag, data[i : i + length], start, i + length))
         i += length
     return out
 
@@ -298,6 +310,62 @@ def move_aside_script(paths: list[str]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class RepoFile:
+    """One file of a deb822 repository: the keyring or the ``.sources`` file."""
+
+    path: str
+    data: bytes
+    have: dict[str, str]  # its path_probe in the state read
+    note: str = ""  # added to its change line (the key's fingerprint)
+    mode: str = "644"  # apt reads as the _apt user: a keyring it cannot read breaks the source
+
+
+def repository_writes(
+    written: list[RepoFile],
+    others: dict[str, str],
+    uris: list[str],
+    ours: str,
+    ctx: Context,
+    *,
+    strict: bool = True,
+) -> tuple[list[str], list[Step], str | None]:
+    """The writer both deb822 forms share (apt_repository's and deb822_repository): other
+    source files that only declare our URIs moved aside, then each file that differs written
+    atomically with a backup (one with the right content only gets its attributes back).
+    ``strict``: a file that mixes our URI with other repositories stops the task; otherwise it
+    is left as it is (deb822_repository, which Ansible never checks). -> (changes, steps, diff)"""
+    changes: list[str] = []
+    steps: list[Step] = []
+    diff: str | None = None
+    move, problems = conflicting_sources(others, uris, ours)
+    if problems and strict:
+        raise ModuleError(problems[0] + "; nothing was changed")
+    if move:
+        changes += [
+            f"move {p} aside (same repository, another Signed-By; kept as {p}.DATE~)" for p in move
+        ]
+        steps.append(Step(move_aside_script(move)))
+    for f in written:
+        if f.have["type"] == "file" and f.have.get("sha256") == hashlib.sha256(f.data).hexdigest():
+            fixes, cmds = attr_changes(f.path, f.have, "root", "root", f.mode)
+            if fixes:
+                changes += [f"{f.path}: {fix}" for fix in fixes]
+                steps.append(Step("\n".join(["set -e", *cmds])))
+            continue
+        verb = "create" if f.have["type"] == "absent" else "update"
+        changes.append(f"{verb} {f.path} ({len(f.data)} bytes){f.note}")
+        script = atomic_write_script(
+            f.path, f.data, owner="root", group="root", mode=f.mode, backup=True
+        )
+        if f.path.startswith(f"{KEYRINGS_DIR}/"):
+            script = f"mkdir -p -m 755 {quote(KEYRINGS_DIR)}\n{script}"
+        elif ctx.diff:
+            diff = unified_diff(f.path, content_of(f.have), f.data, ctx.no_log)
+        steps.append(Step(script, f.data))
+    return changes, steps, diff
+
+
 def _split_state(text: str | None) -> dict[str, dict[str, str]]:
     parts: dict[str, list[str]] = {"sources": [], "keyring": []}
     section = ""
@@ -312,7 +380,15 @@ def _split_state(text: str | None) -> dict[str, dict[str, str]]:
 class AptRepositoryModule(Module):
     name = "apt_repository"
     spec = (
-        Arg("name", required=True),
+        Arg("name"),  # the deb822 form's file names (required there)
+        Arg("repo"),  # Ansible's form: one line for a .list file
+        Arg("filename"),  # with repo: the .list file's name
+        Arg("mode", "mode"),  # with repo: a new .list file's mode (644)
+        Arg("codename"),  # accepted: Ansible uses it for ppa: lines only, refused here
+        Arg("validate_certs", "bool", default=True),  # accepted (ppa: only, in Ansible)
+        Arg("install_python_apt", "bool", default=True),  # accepted: no python-apt is used
+        Arg("update_cache_retries", "int", default=5),  # accepted: one update, its failure shown
+        Arg("update_cache_retry_max_delay", "int", default=12),  # accepted, as above
         Arg("uris", "list"),
         Arg("suites", "list"),
         Arg("components", "list", default=[]),
@@ -321,12 +397,24 @@ class AptRepositoryModule(Module):
         Arg("key_url"),
         Arg("key_fingerprint"),
         Arg("state", default="present", choices=("present", "absent")),
-        Arg("update_cache", "bool", default=False),
+        # default: true with repo (Ansible), false in the deb822 form (the shipped playbooks ask)
+        Arg("update_cache", "bool", aliases=("update-cache",)),
         Arg("lock_timeout", "int", default=120),
         Arg("fetch_timeout", "int", default=30),
     )
 
+    def finalize(self, args: dict[str, Any]) -> dict[str, Any]:
+        out = super().finalize(args)
+        if out["update_cache"] is None:
+            out["update_cache"] = out["repo"] is not None
+        return out
+
     def check_combination(self, args: dict[str, Any]) -> None:
+        if args.get("repo") is not None:
+            apt_lines.check_line_args(args)
+            return
+        if args.get("name") is None:
+            raise ArgError("module 'apt_repository': give 'repo' (a one-line source) or 'name'")
         name = args.get("name")
         if isinstance(name, str) and "{" not in name and not _NAME.match(name):
             raise ArgError(
@@ -359,6 +447,10 @@ class AptRepositoryModule(Module):
     def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         """Fetch and check the key on the controller; render the source."""
         args = dict(args)
+        if args["repo"] is not None:
+            args["source"] = apt_lines.normalize_line(args["repo"])
+            args["list"] = apt_lines.suggest_filename(args["source"], args["filename"])
+            return args
         if args["state"] == "absent":
             return args
         expected = normalize_fingerprint(args["key_fingerprint"])
@@ -369,6 +461,8 @@ class AptRepositoryModule(Module):
         return args
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
+        if args["repo"] is not None:
+            return apt_lines.state_script(args["source"], args["list"])
         content = ctx.diff and not ctx.no_log
         lines = [
             "echo @@sources",
@@ -381,6 +475,8 @@ class AptRepositoryModule(Module):
         return "\n".join(lines)
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        if args["repo"] is not None:
+            return self.plan_line(args, state, ctx)
         name = args["name"]
         st = _split_state(state)
         files = {"sources": sources_path(name), "keyring": keyring_path(name)}
@@ -397,41 +493,15 @@ class AptRepositoryModule(Module):
             changes += [f"remove {p}" for p in present]
             steps.append(Step("rm -f -- " + " ".join(quote(p) for p in present)))
         else:
-            move, problems = conflicting_sources(
-                parse_others(state), args["uris"], files["sources"]
+            written = [
+                RepoFile(
+                    files["keyring"], args["keyring"], st["keyring"], f", key {args['fingerprint']}"
+                ),
+                RepoFile(files["sources"], args["sources"], st["sources"]),
+            ]
+            changes, steps, diff = repository_writes(
+                written, parse_others(state), args["uris"], files["sources"], ctx
             )
-            if problems:
-                raise ModuleError(problems[0] + "; nothing was changed")
-            if move:
-                changes += [
-                    f"move {p} aside (same repository, another Signed-By; kept as {p}.DATE~)"
-                    for p in move
-                ]
-                steps.append(Step(move_aside_script(move)))
-            for part in ("keyring", "sources"):
-                data: bytes = args[part]
-                path, have = files[part], st[part]
-                if (
-                    have["type"] == "file"
-                    and have.get("sha256") == hashlib.sha256(data).hexdigest()
-                ):
-                    # apt reads as the _apt user: a keyring it cannot read breaks the source.
-                    fixes, cmds = attr_changes(path, have, "root", "root", "644")
-                    if fixes:
-                        changes += [f"{path}: {f}" for f in fixes]
-                        steps.append(Step("\n".join(["set -e", *cmds])))
-                    continue
-                verb = "create" if have["type"] == "absent" else "update"
-                changes.append(f"{verb} {path} ({len(data)} bytes)")
-                script = atomic_write_script(
-                    path, data, owner="root", group="root", mode="644", backup=True
-                )
-                if part == "keyring":
-                    script = f"mkdir -p -m 755 {quote(KEYRINGS_DIR)}\n{script}"
-                    changes[-1] += f", key {args['fingerprint']}"
-                elif ctx.diff:
-                    diff = unified_diff(path, content_of(have), data, ctx.no_log)
-                steps.append(Step(script, data))
             if not changes:
                 return noop(
                     f"{files['sources']} and {files['keyring']} are up to date "
@@ -442,3 +512,44 @@ class AptRepositoryModule(Module):
             changes.append("update the package cache")
             steps.append(Step(AptModule().update_cache(args), timeout=step_timeout(args)))
         return Plan(True, changes=changes, steps=steps, diff=diff, result={"files": files})
+
+    def plan_line(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
+        """Ansible's form: the line added, enabled or removed where it is (apt_lines)."""
+        files, odd, host_codename = apt_lines.parse_lists(state)
+        if odd:
+            raise ModuleError(f"{odd[0]} exists and is not a regular file")
+        source, target = args["source"], args["list"]
+        ppa = source if source.startswith("ppa:") else None
+        if ppa:
+            codename = args["codename"] or host_codename
+            if not codename:
+                raise ModuleError(f"{ppa}: the host names no codename; give 'codename'")
+            source = apt_lines.expand_ppa(ppa, codename)
+        changed = apt_lines.new_contents(source, target, args["state"], files)
+        if ppa and args["state"] == "present" and changed:
+            raise ModuleError(apt_lines.ppa_refusal(ppa, codename))
+        if not changed:
+            where = "present" if args["state"] == "present" else "absent"
+            return noop(f"{source}: {where}", repo=source, filename=target)
+        changes, steps = apt_lines.write_steps(changed, set(files), args["mode"])
+        diff = None
+        if ctx.diff:
+            diff = "".join(
+                unified_diff(
+                    path,
+                    files[path].encode() if path in files else None,
+                    None if text is None else text.encode(),
+                    ctx.no_log,
+                )
+                for path, text in sorted(changed.items())
+            )
+        if args["update_cache"]:
+            changes.append("update the package cache")
+            steps.append(Step(AptModule().update_cache(args), timeout=step_timeout(args)))
+        return Plan(
+            True,
+            changes=changes,
+            steps=steps,
+            diff=diff,
+            result={"repo": source, "filename": target},
+        )

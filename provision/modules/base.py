@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from provision.booleans import NotABoolean, boolean
 from provision.errors import ProvisionError
+from provision.modules.modes import is_symbolic, wanted_mode
 from provision.shell import quote, verify_received
+from provision.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from provision.fanout import Member
-
-_TRUE = {"y", "yes", "on", "1", "true", "t"}
-_FALSE = {"n", "no", "off", "0", "false", "f"}
 
 
 class ModuleError(ProvisionError):
@@ -64,6 +64,11 @@ class Plan:
 
     ``predictable`` False means --check cannot say what would happen (command, shell): the task
     is then skipped in check mode with ``reason``.
+
+    ``changed_if``: for steps that must run but may change nothing, whether they did, from
+    their stdout (in --check, from ``""``); the result is ok with ``reason`` when not. Ansible's
+    apt: a cache update beside packages is no change, an upgrade after it one only when apt-get
+    says so. None: the steps' success is the change.
     """
 
     changed: bool
@@ -73,6 +78,7 @@ class Plan:
     diff: str | None = None
     predictable: bool = True
     result: dict[str, Any] = field(default_factory=dict)
+    changed_if: Callable[[str], bool] | None = None
 
 
 def noop(reason: str, **result: Any) -> Plan:
@@ -91,10 +97,19 @@ class Context:
     peers: Member | None = None  # this host's handle on the run's image fan-out (docker_image)
     verbosity: int = 0  # the run's -v count (debug's ``verbosity``)
     value_of: Callable[[str], Any] | None = None  # a variable's value (debug's ``var``)
+    role_path: str | None = None  # the directory of the role the task comes from, if any
+
+    def search_dirs(self) -> tuple[str, ...]:
+        """Where a relative controller file (copy/template ``src``, include_vars,
+        with_fileglob) is looked for, first match wins: the task's role directory, then the
+        play's (each with its ``files/``, ``templates/``, ``vars/`` first), as Ansible does."""
+        return (self.role_path, self.base_dir) if self.role_path else (self.base_dir,)
 
 
 def mode_text(value: Any) -> str:
-    """Ansible's mode: "0644"/"644"/"u=rw" strings are octal; an int is the mode's value."""
+    """Ansible's mode: "0644"/"644" strings are octal; an int is the mode's value; a symbolic
+    mode ("u=rw,g=r", "u+x") is kept as written and resolved against the path's current mode
+    by the plan (:func:`provision.modules.modes.wanted_mode`)."""
     if isinstance(value, bool):
         raise ArgError(f"mode {value!r} is not a mode")
     if isinstance(value, int):
@@ -102,7 +117,9 @@ def mode_text(value: Any) -> str:
     text = str(value).strip()
     if text and all(c in "01234567" for c in text) and len(text) <= 5:
         return format(int(text, 8), "o")
-    raise ArgError(f"mode {value!r} is not an octal mode like '0644'")
+    if is_symbolic(text):
+        return text
+    raise ArgError(f"mode {value!r} is not an octal mode like '0644' or a symbolic one like 'u=rw'")
 
 
 def coerce(arg: Arg, value: Any) -> Any:
@@ -122,14 +139,10 @@ def coerce(arg: Arg, value: Any) -> Any:
         except ValueError:
             raise ArgError(f"argument '{arg.name}' must be an integer, got {value!r}") from None
     elif t == "bool":
-        if not isinstance(value, bool):
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                value = True
-            elif text in _FALSE:
-                value = False
-            else:
-                raise ArgError(f"argument '{arg.name}' must be a boolean, got {value!r}")
+        try:
+            value = boolean(value)
+        except NotABoolean:
+            raise ArgError(f"argument '{arg.name}' must be a boolean, got {value!r}") from None
     elif t == "dict":
         if not isinstance(value, dict):
             raise ArgError(f"argument '{arg.name}' must be a mapping, got {type(value).__name__}")
@@ -160,10 +173,33 @@ class Module:
     spec: tuple[Arg, ...] = ()
     free_form: str | None = None  # the argument a plain string value fills (command: ls -l)
     path_arg: str | None = None  # the one file the module reads and writes (see ``paths``)
+    # -- the module protocol: what the engine asks of a module, declared here once --------
+    # reads_state: ``state_script`` prints the host's state ``plan`` needs, so the read of a
+    # task ahead joins the batched read; False for modules decided from variables alone
+    # (fail, assert, set_fact, debug, meta, include_*), whose tasks the batch skips.
+    reads_state = True
+    # acts_on_controller: a changed plan is carried out by ``execute`` on the controller
+    # (reboot waits and reconnects; docker_image streams between hosts), not step by step.
+    acts_on_controller = False
+    # conditions: arguments the engine evaluates like ``when`` before ``plan`` (assert's
+    # ``that``): each becomes [(expression, held), ...], stopping at the first that fails.
+    conditions: tuple[str, ...] = ()
+    # failed_when_false_means_changed: a failed run that ``failed_when`` clears is "changed"
+    # (command, shell: Ansible reports every command that ran as changed), else "ok".
+    failed_when_false_means_changed = False
     sets_facts = False  # the result's ``ansible_facts`` become host variables (set_fact)
+    # facts_are_templates: those variables are templates, rendered when read, like play vars
+    # (include_vars' files); every other module's are values (set_fact has rendered its
+    # arguments, fact modules read the host) and are never rendered again
+    facts_are_templates = False
+    # gathers_facts: those facts are host facts too, so they also join ``ansible_facts``
+    # without their ``ansible_`` prefix, as a fact module's do (service_facts, setup)
+    gathers_facts = False
     shows_result = False  # its ok result is printed without -v (debug)
     flow_control = False  # the engine carries out its ``free_form`` action (meta)
-    includes_tasks = False  # the engine reads and runs the task file named by ``file``
+    # includes: the kind of content the engine loads and runs in place of this task
+    # ("tasks": include_tasks' file); the play iterator picks the loader by this kind.
+    includes: str | None = None
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.spec if a.name == name), None)
@@ -188,7 +224,11 @@ class Module:
         for key in args:
             if self.arg(key) is None:
                 known = ", ".join(a.name for a in self.spec)
-                raise ArgError(f"module '{self.name}': unknown argument '{key}' (known: {known})")
+                names = [n for a in self.spec for n in (a.name, *a.aliases)]
+                hint = did_you_mean(str(key), names)
+                raise ArgError(
+                    f"module '{self.name}': unknown argument '{key}'{hint} (known: {known})"
+                )
         for a in self.spec:
             if a.required and args.get(a.name) is None:
                 raise ArgError(f"module '{self.name}': missing required argument '{a.name}'")
@@ -231,6 +271,24 @@ class Module:
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
         raise NotImplementedError
+
+    def execute(
+        self,
+        args: dict[str, Any],
+        plan: Plan,
+        session: Any,
+        reconnect: Callable[[], None],
+        become: bool | None,
+        ctx: Context | None = None,
+    ) -> dict[str, Any]:
+        """Carry out a changed plan on the controller (``acts_on_controller`` modules); the
+        result's data. Raise ModuleError to fail, TaskSkipped to skip."""
+        raise NotImplementedError(f"module '{self.name}' does not act on the controller")
+
+    def counters(self, data: dict[str, Any]) -> dict[str, float]:
+        """Recap counters beyond Ansible's (``HostStats`` fields such as ``pulls``) that a
+        task's result data adds to; none by default."""
+        return {}
 
 
 def _has_template(value: Any) -> bool:
@@ -286,10 +344,12 @@ def content_of(state: dict[str, str]) -> bytes | None:
 def attr_changes(
     path: str, state: dict[str, str], owner: str | None, group: str | None, mode: str | None
 ) -> tuple[list[str], list[str]]:
-    """(changes, commands) that bring owner, group and mode of an existing path in line."""
+    """(changes, commands) that bring owner, group and mode of an existing path in line; a
+    symbolic mode is resolved against the path's mode first."""
     changes: list[str] = []
     commands: list[str] = []
     p = quote(path)
+    mode = wanted_mode(mode, state)
     if owner is not None and owner not in (state.get("owner"), state.get("uid")):
         changes.append(f"owner {state.get('owner')} -> {owner}")
         commands.append(f"chown {quote(owner)} {p}")
@@ -328,10 +388,15 @@ def atomic_write_script(
     mode: str | None,
     backup: bool,
     validate: str | None = None,
+    copied_from: tuple[str, str] | None = None,
 ) -> str:
     """Write stdin (``data``) to ``path`` atomically: temp file beside it, attributes, optional
     backup of the old file, rename. Without an explicit mode a replaced file keeps its own
     attributes.
+
+    ``copied_from`` (copy's ``remote_src``): (a file on the host, its sha256 as read) is copied
+    instead of stdin, with its mode, as Ansible's copy does (a new file gets 0644); a file that
+    no longer has that sha256 replaces nothing.
 
     The script knows ``data``'s length and sha256 and renames only a temp file that matches
     both: a dropped connection or a killed controller ends stdin early, and ``cat`` cannot tell
@@ -343,16 +408,28 @@ def atomic_write_script(
     """
     p = quote(path)
     size, digest = len(data), hashlib.sha256(data).hexdigest()
+    fill = [
+        'cat > "$t"',
+        verify_received('"$t"', size, digest, '"$d"'),
+        'if [ -e "$d" ]; then chown --reference="$d" "$t"; chmod --reference="$d" "$t"; '
+        'else chmod 644 "$t"; fi',
+    ]
+    if copied_from is not None:
+        src, sha = copied_from
+        changed = quote(f"provision: {src} changed while it was copied; ")
+        fill = [
+            f'cp --preserve=mode,timestamps -- {quote(src)} "$t"',
+            f'[ "$(sha256sum < "$t" | cut -d" " -f1)" = {quote(sha)} ] || '
+            f'{{ echo {changed}"$d" left unchanged >&2; exit 1; }}',
+            'if [ ! -e "$d" ]; then chmod 644 "$t"; fi',
+        ]
     parts = [
         "set -e",
         f"d={p}",
         't=$(mktemp "$(dirname "$d")/.provision.XXXXXX")',
         "trap 'rm -f \"$t\"' EXIT",
         "trap 'exit 1' HUP INT TERM PIPE",
-        'cat > "$t"',
-        verify_received('"$t"', size, digest, '"$d"'),
-        'if [ -e "$d" ]; then chown --reference="$d" "$t"; chmod --reference="$d" "$t"; '
-        'else chmod 644 "$t"; fi',
+        *fill,
     ]
     if owner is not None:
         parts.append(f'chown {quote(owner)} "$t"')

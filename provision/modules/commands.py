@@ -18,6 +18,7 @@ class CommandModule(Module):
 
     name = "command"
     free_form = "cmd"
+    failed_when_false_means_changed = True
     spec: tuple[Arg, ...] = (
         Arg("cmd"),
         Arg("argv", "list"),
@@ -93,3 +94,17 @@ class ShellModule(CommandModule):
 
     def command_line(self, args: dict[str, Any]) -> str:
         return join([args.get("executable") or "sh", "-c", args["cmd"]])
+
+
+class RawModule(ShellModule):
+    """Ansible's ``raw``: the string as the remote shell gets it, with no guard options
+    (ansible.builtin.raw takes only ``executable``); for hosts without Python in Ansible, and
+    every provision command is that already, so it differs from ``shell`` only in its options."""
+
+    name = "raw"
+    spec: tuple[Arg, ...] = (Arg("cmd", required=True), Arg("executable"))
+
+    def command_line(self, args: dict[str, Any]) -> str:
+        if args.get("executable"):
+            return join([args["executable"], "-c", args["cmd"]])
+        return str(args["cmd"])

@@ -29,6 +29,7 @@ class FailModule(Module):
     """Ansible's ``fail``: the host fails with ``msg`` (use it with ``when``)."""
 
     name = "fail"
+    reads_state = False
     spec = (Arg("msg", "str", default="Failed as requested from task"),)
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
@@ -39,6 +40,7 @@ class AssertModule(Module):
     """Ansible's ``assert``: every condition of ``that`` must hold, else the host fails."""
 
     name = "assert"
+    reads_state = False
     spec = (
         Arg("that", "raw", required=True),
         Arg("fail_msg", "str"),
@@ -80,6 +82,7 @@ class SetFactModule(Module):
     The engine merges the result's ``ansible_facts`` into the host's variables."""
 
     name = "set_fact"
+    reads_state = False
     sets_facts = True
     spec = (Arg("cacheable", "bool", default=False),)
 
@@ -107,6 +110,7 @@ class DebugModule(Module):
     debug_module.html)."""
 
     name = "debug"
+    reads_state = False
     shows_result = True
     spec = (
         Arg("msg", "raw"),
@@ -139,6 +143,7 @@ class MetaModule(Module):
     the play for this host, ``end_play`` for every host, ``noop`` does nothing."""
 
     name = "meta"
+    reads_state = False
     free_form = "free_form"
     flow_control = True
     spec = (
@@ -157,13 +162,14 @@ class MetaModule(Module):
 class IncludeTasksModule(Module):
     """Ansible's ``include_tasks``: a task file read when the task runs, so its name may be a
     template and the task may loop (docs.ansible.com/ansible/latest/collections/ansible/
-    builtin/include_tasks_module.html). The engine reads and runs the file
-    (``includes_tasks``); like Ansible it counts ``ok`` once per file included (per loop item),
-    ``skipped`` when none is."""
+    builtin/include_tasks_module.html). The play iterator reads and runs the file
+    (``includes = "tasks"``); like Ansible it counts ``ok`` once per file included (per loop
+    item), ``skipped`` when none is."""
 
     name = "include_tasks"
+    reads_state = False
     free_form = "file"
-    includes_tasks = True
+    includes = "tasks"
     spec = (Arg("file", "str", required=True), Arg("apply", "dict"))
 
     def check_combination(self, args: dict[str, Any]) -> None:
@@ -181,8 +187,10 @@ class IncludeVarsModule(Module):
     (docs.ansible.com/ansible/latest/collections/ansible/builtin/include_vars_module.html)."""
 
     name = "include_vars"
+    reads_state = False
     free_form = "file"
     sets_facts = True
+    facts_are_templates = True
     spec = (Arg("file", "str", required=True), Arg("name", "str"))
 
     def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -190,7 +198,11 @@ class IncludeVarsModule(Module):
 
         places = [args["file"]]
         if not os.path.isabs(args["file"]):
-            places = [os.path.join(ctx.base_dir, d, args["file"]) for d in ("vars", ".")]
+            places = [
+                os.path.join(base, d, args["file"])
+                for base in ctx.search_dirs()
+                for d in ("vars", ".")
+            ]
         path = next((p for p in places if os.path.isfile(p)), places[-1])
         try:
             data = read_vars_file(path)

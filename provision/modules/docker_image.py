@@ -26,14 +26,16 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from provision import pull
 from provision.audit.probe import pin_tag
-from provision.fanout import FanOutFailed, Member, Source
+from provision.fanout import FanOutFailed, Member, Transfer
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step, noop
 from provision.shell import quote
-from provision.stream import Progress, StreamError, open_stream, relay
+from provision.ssh import CommandResult
+from provision.stream import CHUNK, Progress, Stream, StreamError, open_stream, progress, relay_many
 
 log = logging.getLogger(__name__)
 
@@ -273,16 +275,22 @@ def disk_check(ref: str, factor: float, st: dict[str, Any]) -> tuple[dict[str, A
     return {**keys, "disk_check": "ok"}, None
 
 
-def pull_steps(args: dict[str, Any], ref: str) -> list[Step]:
-    """Login (password on stdin) when a username is given, pull with a bound, print the size."""
+def pull_steps(args: dict[str, Any], ref: str, *, progress: bool = False) -> list[Step]:
+    """Login (password on stdin) when a username is given, pull with a bound, print the size.
+    With ``progress`` the pull goes through the Engine API, whose JSON lines tell the bytes
+    downloaded (:mod:`provision.pull`; the credentials again on stdin): the fan-out's pull."""
     steps: list[Step] = []
+    registry = registry_of(split_ref(args["name"])[0])
     if args["username"]:
-        registry = registry_of(split_ref(args["name"])[0])
         cmd = f"docker login --username {quote(args['username'])} --password-stdin"
         if registry:
             cmd += f" {quote(registry)}"
         steps.append(Step(cmd + " >/dev/null", stdin=args["password"].encode()))
-    steps.append(Step(f"timeout {int(args['timeout'])} docker pull --quiet {quote(ref)}"))
+    if progress:
+        auth = pull.auth_header(args["username"], args["password"] or "", registry)
+        steps.append(Step(pull.command(ref), stdin=auth))
+    else:
+        steps.append(Step(f"timeout {int(args['timeout'])} docker pull --quiet {quote(ref)}"))
     steps.append(Step(f"echo size=$(docker image inspect --format '{{{{.Size}}}}' {quote(ref)})"))
     return steps
 
@@ -317,6 +325,7 @@ def _number(name: str, value: Any) -> float | None:
 
 class DockerImageModule(Module):
     name = "docker_image"
+    acts_on_controller = True  # a pull for the lab, or a stream from another host
     spec = (
         Arg("name", required=True),
         Arg("state", default="present", choices=("present", "absent")),
@@ -450,9 +459,14 @@ class DockerImageModule(Module):
         return Plan(
             True,
             changes=[f"pull {ref} ({notes})" if notes else f"pull {ref}"],
-            steps=pull_steps(args, ref),
+            steps=pull_steps(args, ref, progress=bool(fanout)),
             result=result,
         )
+
+    def counters(self, data: dict[str, Any]) -> dict[str, float]:
+        """The recap's pull columns: pulls, bytes and seconds of the task's pulls."""
+        pulls, size, seconds = pull_totals(data)
+        return {"pulls": pulls, "pulled_bytes": size, "pull_seconds": seconds}
 
     def execute(
         self,
@@ -470,15 +484,37 @@ class DockerImageModule(Module):
         if peers is None or not fanout:
             return run_steps(args, plan.steps, session, become)
         if fanout == "pull":
-            return pull_for_lab(args, plan.steps, session, become, peers)
+            total = plan.result.get("compressed_bytes")
+            return pull_for_lab(args, plan.steps, session, become, peers, total)
         return receive(args, plan, session, become, peers)
 
 
+def pull_totals(data: Mapping[str, Any]) -> tuple[int, int, float]:
+    """(pulls, bytes, seconds) in a task's result data, loop items included: each result
+    that carries ``bytes`` and ``seconds`` is one pull."""
+    items = [data, *[r for r in data.get("results", []) if isinstance(r, Mapping)]]
+    pulls, size, seconds = 0, 0, 0.0
+    for item in items:
+        if "bytes" in item and "seconds" in item:
+            try:
+                size += int(item["bytes"])
+                seconds += float(item["seconds"])
+            except (TypeError, ValueError):
+                continue
+            pulls += 1
+    return pulls, size, seconds
+
+
 def run_steps(
-    args: dict[str, Any], steps: list[Step], session: Any, become: bool | None
+    args: dict[str, Any],
+    steps: list[Step],
+    session: Any,
+    become: bool | None,
+    run: Callable[[Step], CommandResult | None] | None = None,
 ) -> dict[str, Any]:
     """Run the steps, timing them; a login or pull that fails on a transient error is tried
-    again after ``retry_delay`` (doubling), up to ``retries`` more times."""
+    again after ``retry_delay`` (doubling), up to ``retries`` more times. ``run`` runs a step
+    itself (a pull that reports progress) or returns None for the plain way."""
     started = time.monotonic()
     size: int | None = None
     pulling = args["state"] == "present"
@@ -486,9 +522,11 @@ def run_steps(
     attempts = 1
     for step in steps:
         while True:
-            done = session.run(
-                step.script, stdin=step.stdin, become=become, timeout=args["timeout"] + 30
-            )
+            done = run(step) if run is not None else None
+            if done is None:
+                done = session.run(
+                    step.script, stdin=step.stdin, become=become, timeout=args["timeout"] + 30
+                )
             if done.exit_code == 0:
                 break
             what = "docker login" if step.stdin is not None else step.script
@@ -548,13 +586,26 @@ def load_script(ref: str, image_id: str) -> str:
 
 
 def pull_for_lab(
-    args: dict[str, Any], steps: list[Step], session: Any, become: bool | None, peers: Member
+    args: dict[str, Any],
+    steps: list[Step],
+    session: Any,
+    become: bool | None,
+    peers: Member,
+    total: int | None,
 ) -> dict[str, Any]:
-    """Pull from the registry for the whole lab, then offer the image to the others (or hand
-    the failure to them, so they do not each try the registry in turn)."""
+    """Pull from the registry for the whole lab, reporting its progress (of ``total``, the
+    manifest's compressed size, when known), then offer the image to the others (or hand the
+    failure to them, so they do not each try the registry in turn)."""
     ref = args["name"]
+    api = pull.command(ref)
+
+    def run(step: Step) -> CommandResult | None:
+        if step.script != api:
+            return None
+        return pull_with_progress(args, step, session, become, peers, total)
+
     try:
-        data = run_steps(args, steps, session, become)
+        data = run_steps(args, steps, session, become, run)
         done = session.run(
             f"docker image inspect --format '{{{{.Id}}}}|{{{{.Size}}}}' {quote(ref)}",
             become=become,
@@ -572,6 +623,79 @@ def pull_for_lab(
     return {**data, "source": "registry", "id": image_id}
 
 
+def pull_with_progress(
+    args: dict[str, Any],
+    step: Step,
+    session: Any,
+    become: bool | None,
+    peers: Member,
+    total: int | None,
+) -> CommandResult:
+    """The API pull on its own channel, its JSON lines tallied as they come and reported every
+    2 s; the outcome as a command's (an error line of dockerd's is the failure's text)."""
+    ref, limit = args["name"], float(args["timeout"])
+    started = last = time.monotonic()
+    tally = pull.PullTally()
+    code, err = -1, ""
+    try:
+        stream = open_stream(session, step.script, become=become, limit=limit, idle=limit)
+    except StreamError as exc:
+        return CommandResult("docker pull (Engine API)", 255, "", str(exc), 0.0)
+    try:
+        if step.stdin:
+            stream.write(step.stdin)
+        stream.close_input()
+        rest = b""
+        while chunk := stream.read(CHUNK):
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                tally.feed(line.decode("utf-8", errors="replace"))
+            now = time.monotonic()
+            if now - last >= REPORT_EVERY:
+                last = now
+                p = progress(tally.done, total or tally.told or None, now - started)
+                report_progress(peers, ref, "the registry", p)
+        tally.feed(rest.decode("utf-8", errors="replace"))
+        code, err = stream.wait(60)
+    except StreamError as exc:
+        code, err = 255, str(exc)
+    finally:
+        stream.abort()
+    seconds = time.monotonic() - started
+    if code == 124:
+        return CommandResult("docker pull (Engine API)", 124, "", err, seconds)
+    if tally.error is not None:
+        return CommandResult("docker pull (Engine API)", code or 1, "", tally.error, seconds)
+    moved = total or tally.done
+    peers.count(ref, moved, moved)
+    return CommandResult("docker pull (Engine API)", code, "", err, seconds)
+
+
+REPORT_EVERY = 2.0  # seconds between two progress reports of a long transfer
+
+
+def short_ref(ref: str) -> str:
+    """``repo:tag@sha256:<12 hex>`` without the registry host: what fits a progress line."""
+    name, digest = split_ref(ref)
+    if registry_of(name):
+        name = name.split("/", 1)[1]
+    return f"{name}@{digest[:19]}" if digest else name
+
+
+def report_progress(peers: Member, ref: str, origin: str, p: Progress) -> None:
+    """One transfer's bytes, rate and ETA and the lab-wide total, as a progress event (the
+    live line; ``-v`` prints it) and in the log."""
+    lab_done, lab_total = peers.count(ref, p.done, p.total)
+    eta = f"{p.eta:.0f} s" if p.eta is not None else "?"
+    of = f" of {human_bytes(p.total)}" if p.total else ""
+    text = (
+        f"{short_ref(ref)} from {origin}: {human_bytes(p.done)}{of} at {human_bytes(p.rate)}/s, "
+        f"ETA {eta}; lab-wide {human_bytes(lab_done)} of {human_bytes(lab_total)}"
+    )
+    log.info("%s: %s", peers.host, text)
+    peers.on_progress(text)
+
+
 class _StreamFailed(Exception):
     def __init__(self, message: str, source_side: bool) -> None:
         super().__init__(message)
@@ -581,8 +705,9 @@ class _StreamFailed(Exception):
 def receive(
     args: dict[str, Any], plan: Plan, session: Any, become: bool | None, peers: Member
 ) -> dict[str, Any]:
-    """Receive the image from a free source over the LAN; a stream that breaks is tried again
-    (another source when the source's side broke) after ``retry_delay``, doubling."""
+    """Receive the image over the LAN, from a transfer this host leads or joins; one that
+    breaks is tried again (another source when the source's side broke) after
+    ``retry_delay``, doubling."""
     ref = args["name"]
     started = time.monotonic()
     delays = retry_delays(args["retries"], args["retry_delay"])
@@ -590,97 +715,127 @@ def receive(
     while True:
         attempts += 1
         try:
-            src = peers.acquire(ref, broken)
+            transfer = peers.acquire(ref, broken, become)
         except FanOutFailed as exc:
             raise PullFailed(str(exc), attempts) from None
-        if src is None:  # nobody holds it and nobody pulls it (the puller gave up): pull here
+        if transfer is None:  # nobody holds it and nobody pulls it (the puller gave up): pull
             plan.changes[:] = [f"pull {ref} (fan-out: no host holds it)"]
-            return pull_for_lab(args, pull_steps(args, ref), session, become, peers)
-        failed: _StreamFailed | None = None
-        try:
-            moved = stream_image(args, src, session, become, peers)
-        except _StreamFailed as cut:  # retried below
-            failed = cut
-        except BaseException:  # this host's own connection: free the source for the others
-            peers.release(ref, src.host, False)
-            peers.gave_up(ref)
-            raise
-        if failed is not None:
-            peers.release(ref, src.host, failed.source_side)
-            if failed.source_side:
+            steps = pull_steps(args, ref, progress=True)
+            total = plan.result.get("compressed_bytes")
+            return pull_for_lab(args, steps, session, become, peers, total)
+        src = transfer.source
+        if transfer.leads(peers.host):
+            try:
+                outcome = lead_transfer(args, transfer, peers)
+            except BaseException:  # this host's own connection: the others go on without it
+                peers.gave_up(ref)
+                raise
+        else:
+            outcome = transfer.wait(peers.host, float(args["timeout"]) + 120)
+            if outcome is None:
+                outcome = _StreamFailed(f"the transfer from {src.host} did not end", False)
+        if isinstance(outcome, _StreamFailed):
+            if outcome.source_side:
                 broken.add(src.host)
             if not delays:
                 peers.gave_up(ref)
                 tries = f" after {attempts} attempts" if attempts > 1 else ""
                 raise PullFailed(
-                    f"receiving {ref} from {src.host} failed{tries}: {failed}", attempts
+                    f"receiving {ref} from {src.host} failed{tries}: {outcome}", attempts
                 ) from None
             wait = delays.pop(0)
-            log.warning("%s: %s; retrying in %g s", peers.host, failed, wait)
+            log.warning("%s: %s; retrying in %g s", peers.host, outcome, wait)
             _sleep(wait)
             continue
-        peers.release(ref, src.host, False)
         peers.offer(ref, src.image_id, src.size)
         plan.changes[:] = [f"receive {ref} from {src.host} over the LAN (fan-out)"]
         return {
             "received": True,
             "source": src.host,
             "id": src.image_id,
-            "bytes": moved,
+            "bytes": outcome,
             "seconds": round(time.monotonic() - started, 2),
             "size": src.size,
             "attempts": attempts,
+            "stream_with": [r.host for r in transfer.receivers if r.host != peers.host],
         }
 
 
-def stream_image(
-    args: dict[str, Any], src: Source, session: Any, become: bool | None, peers: Member
-) -> int:
-    """``docker save`` on the source into ``load_script`` here; the bytes moved. Raises
-    _StreamFailed saying which side broke."""
+def lead_transfer(args: dict[str, Any], transfer: Transfer, peers: Member) -> int | _StreamFailed:
+    """Run the transfer for all its receivers, hand each its outcome, free the source; this
+    host's own outcome (bytes moved, or why not)."""
+    outcomes: dict[str, int | _StreamFailed] = {}
+    try:
+        outcomes = stream_transfer(args, transfer, peers)
+    finally:  # whatever happened here, the others stop waiting and the source is free again
+        src = transfer.source.host
+        cut = [o for o in outcomes.values() if isinstance(o, _StreamFailed)]
+        peers.release(args["name"], src, bool(cut) and all(o.source_side for o in cut))
+        transfer.finish(outcomes)
+    return outcomes[peers.host]
+
+
+def stream_transfer(
+    args: dict[str, Any], transfer: Transfer, peers: Member
+) -> dict[str, int | _StreamFailed]:
+    """One ``docker save`` on the source into ``load_script`` on every receiver: per
+    receiver, the bytes moved or why not (_StreamFailed says which side broke)."""
     ref, limit = args["name"], float(args["timeout"])
-    started = time.monotonic()
+    src, started = transfer.source, time.monotonic()
+    hosts = {
+        r.host: Member(peers.fanout, r.host, r.session, r.on_progress) for r in transfer.receivers
+    }
+    save = f"docker save {quote(src.image_id)}"
+    try:
+        source = open_stream(src.session, save, become=transfer.receivers[0].become, limit=limit)
+    except StreamError as exc:
+        return {h: _StreamFailed(str(exc), True) for h in hosts}
+    outcomes: dict[str, int | _StreamFailed] = {}
+    targets: dict[str, Stream] = {}
+    for r in transfer.receivers:
+        try:
+            load = load_script(ref, src.image_id)
+            targets[r.host] = open_stream(r.session, load, become=r.become, limit=limit)
+        except StreamError as exc:
+            outcomes[r.host] = _StreamFailed(str(exc), False)
 
     def report(p: Progress) -> None:
-        lab_done, lab_total = peers.count(ref, p.done, p.total)
-        eta = f"{p.eta:.0f} s" if p.eta is not None else "?"
-        of = f" of {human_bytes(p.total)}" if p.total else ""
-        text = (
-            f"{ref} from {src.host}: {human_bytes(p.done)}{of} at {human_bytes(p.rate)}/s, "
-            f"ETA {eta}; lab-wide {human_bytes(lab_done)} of {human_bytes(lab_total)}"
-        )
-        log.info("%s: %s", peers.host, text)
-        peers.on_progress(text)
+        for host in targets:
+            report_progress(hosts[host], ref, src.host, p)
 
     try:
-        source = open_stream(
-            src.session, f"docker save {quote(src.image_id)}", become=become, limit=limit
+        moved, cut = relay_many(
+            source,
+            list(targets.values()),
+            total=src.size,
+            rate=args["fanout_rate"],
+            every=REPORT_EVERY,
+            on_progress=report,
         )
-    except StreamError as exc:
-        raise _StreamFailed(str(exc), True) from None
-    try:
-        target = open_stream(session, load_script(ref, src.image_id), become=become, limit=limit)
-    except StreamError as exc:
+    except StreamError as exc:  # the source's side broke: every receiver's transfer did
+        for stream in [source, *targets.values()]:
+            stream.abort()
+        return {**outcomes, **{h: _StreamFailed(str(exc), True) for h in targets}}
+    if len(cut) == len(targets):  # every receiver broke: the save, unread, would never end
         source.abort()
-        raise _StreamFailed(str(exc), False) from None
-    try:
-        moved = relay(source, target, total=src.size, rate=args["fanout_rate"], on_progress=report)
-    except StreamError as exc:
-        source.abort()
-        target.abort()
-        raise _StreamFailed(str(exc), exc.host == src.host) from None
+        return {**outcomes, **{h: _StreamFailed(str(e), False) for h, e in cut.items()}}
     s_code, s_err = source.wait(60)
-    t_code, t_err = target.wait(max(60.0, limit - (time.monotonic() - started)))
     source.abort()
-    target.abort()
-    if s_code != 0:
-        raise _StreamFailed(
-            f"docker save on {src.host} failed (exit {s_code}): {s_err[-300:]}", True
-        )
-    if t_code != 0:
-        raise _StreamFailed(f"docker load failed (exit {t_code}): {t_err.strip()[-300:]}", False)
-    peers.count(ref, moved, moved)
-    return moved
+    for host, target in targets.items():
+        t_code, t_err = target.wait(max(60.0, limit - (time.monotonic() - started)))
+        target.abort()
+        if s_code != 0:
+            why = f"docker save on {src.host} failed (exit {s_code}): {s_err[-300:]}"
+            outcomes[host] = _StreamFailed(why, True)
+        elif host in cut:
+            outcomes[host] = _StreamFailed(str(cut[host]), False)
+        elif t_code != 0:
+            why = f"docker load failed (exit {t_code}): {t_err.strip()[-300:]}"
+            outcomes[host] = _StreamFailed(why, False)
+        else:
+            outcomes[host] = moved
+            hosts[host].count(ref, moved, moved)
+    return outcomes
 
 
 __all__ = [
@@ -690,6 +845,7 @@ __all__ = [
     "human_bytes",
     "is_transient",
     "parse_state",
+    "pull_totals",
     "registry_of",
     "remote_digests",
     "retry_delays",

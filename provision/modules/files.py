@@ -6,6 +6,7 @@ sent. Writes are atomic (temp file + rename, see :func:`atomic_write_script`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from provision.modules.base import (
     path_probe,
     unified_diff,
 )
+from provision.modules.modes import is_symbolic, wanted_mode
 from provision.shell import quote
 
 _ATTRS = (Arg("owner"), Arg("group"), Arg("mode", "mode"))
@@ -56,6 +58,12 @@ class FileModule(Module):
             raise ArgError(f"module '{self.name}': src is given with state link or hard, only")
         if args.get("recurse") is True and args.get("state") != "directory":
             raise ArgError(f"module '{self.name}': recurse needs state: directory")
+        mode = args.get("mode")
+        if args.get("recurse") is True and isinstance(mode, str) and is_symbolic(mode):
+            raise ArgError(
+                f"module '{self.name}': recurse with a symbolic mode ({mode}) is not supported; "
+                "give an octal mode"
+            )
 
     def paths(self, args: dict[str, Any]) -> tuple[str, ...] | None:
         """A link's read depends on its src too; a recursive one on all inside (a prefix)."""
@@ -97,7 +105,9 @@ class FileModule(Module):
                     f"{path} does not exist (state=file never creates; use touch or copy)"
                 )
             create = f"mkdir -p -- {p}" if want == "directory" else f"touch -- {p}"
-            _, fix = attr_changes(path, {}, args["owner"], args["group"], args["mode"])
+            # a symbolic mode applies to what mkdir/touch make: 0755 / 0644 (umask 022)
+            mode = wanted_mode(args["mode"], {}, new=0o755 if want == "directory" else 0o644)
+            _, fix = attr_changes(path, {}, args["owner"], args["group"], mode)
             return Plan(
                 True,
                 changes=[f"create {'directory' if want == 'directory' else 'file'} {path}"],
@@ -187,18 +197,28 @@ class CopyModule(Module):
         Arg("backup", "bool", default=False),
         Arg("force", "bool", default=True),  # false: an existing dest is left as it is
         Arg("validate"),  # a command with %s, run on the new file before it replaces dest
+        Arg("remote_src", "bool", default=False),  # src is a file on the host, not here
     )
 
     def check_combination(self, args: dict[str, Any]) -> None:
         if (args.get("content") is None) == (args.get("src") is None):
             raise ArgError(f"module '{self.name}': give exactly one of 'content' or 'src'")
+        if args.get("remote_src") is True and args.get("src") is None:
+            raise ArgError(f"module '{self.name}': remote_src needs 'src' (a file on the host)")
         check_validate(self.name, args)
+
+    def paths(self, args: dict[str, Any]) -> tuple[str, ...] | None:
+        if args.get("remote_src"):
+            return (args["dest"], args["src"])
+        return (args["dest"],)
 
     def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         """Turn src (a controller file) or content into bytes to compare and send."""
         args = dict(args)
-        if args.get("src") is not None:
-            args["data"] = _read_controller_file(args["src"], ctx, "files")
+        if args.get("remote_src"):
+            args["data"] = b""  # read on the host by the state read
+        elif args.get("src") is not None:
+            args["data"] = read_controller_file(args["src"], ctx, "files")
         else:
             content = args["content"]
             if not isinstance(content, str):  # a mapping/list given as content: JSON, as Ansible
@@ -207,10 +227,45 @@ class CopyModule(Module):
         return args
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
-        return path_probe(args["dest"], content=ctx.diff and not ctx.no_log)
+        probe = path_probe(args["dest"], content=ctx.diff and not ctx.no_log)
+        if not args.get("remote_src"):
+            return probe
+        return probe + "\n" + _host_file_probe(args["src"], content=ctx.diff and not ctx.no_log)
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
-        return plan_write(args, args["data"], state, ctx)
+        if not args.get("remote_src"):
+            return plan_write(args, args["data"], state, ctx)
+        src = parse_probe("\n".join(_prefixed(state, "src_")))
+        if src["type"] == "absent":
+            raise ModuleError(f"Source {args['src']} not found")
+        if src["type"] != "file":
+            raise ModuleError(
+                f"remote_src {args['src']} is a {src['type']}: only a regular file is copied"
+            )
+        remote = HostFile(args["src"], src.get("sha256", ""), src.get("mode", "644"))
+        if "content" in src:
+            remote = dataclasses.replace(remote, content=content_of(src))
+        return plan_write(args, b"", state, ctx, remote=remote)
+
+
+def _host_file_probe(path: str, *, content: bool) -> str:
+    """src_ lines for copy's remote_src: what the file (a link followed, as Ansible does) is,
+    its sha256 and mode."""
+    p = quote(path)
+    lines = [
+        f"s={p}",
+        'if [ -f "$s" ]; then echo src_type=file; elif [ -d "$s" ]; then echo src_type=directory;'
+        ' elif [ -e "$s" ]; then echo src_type=other; else echo src_type=absent; fi',
+        'if [ -f "$s" ]; then printf "src_sha256="; sha256sum < "$s"; '
+        "stat -L --printf 'src_mode=%a\\n' \"$s\"; fi",
+    ]
+    if content:
+        lines.append('if [ -f "$s" ]; then echo "src_content=$(base64 -w0 < "$s")"; fi')
+    return "\n".join(lines)
+
+
+def _prefixed(state: str | None, prefix: str) -> list[str]:
+    return [x.removeprefix(prefix) for x in (state or "").splitlines() if x.startswith(prefix)]
 
 
 class TemplateModule(CopyModule):
@@ -230,7 +285,7 @@ class TemplateModule(CopyModule):
     def prepare(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         """Render the template on the controller with the task's variables."""
         args = dict(args)
-        text = _read_controller_file(args["src"], ctx, "templates").decode("utf-8")
+        text = read_controller_file(args["src"], ctx, "templates").decode("utf-8")
         assert ctx.render is not None
         args["data"] = ctx.render(text).encode()
         return args
@@ -245,14 +300,11 @@ def check_validate(module: str, args: dict[str, Any]) -> None:
         )
 
 
-def _read_controller_file(src: str, ctx: Context, subdir: str) -> bytes:
+def read_controller_file(src: str, ctx: Context, subdir: str) -> bytes:
     candidates = (
         [src]
         if os.path.isabs(src)
-        else [
-            os.path.join(ctx.base_dir, subdir, src),
-            os.path.join(ctx.base_dir, src),
-        ]
+        else [os.path.join(d, sub, src) for d in ctx.search_dirs() for sub in (subdir, "")]
     )
     for path in candidates:
         if os.path.isfile(path):
@@ -261,8 +313,27 @@ def _read_controller_file(src: str, ctx: Context, subdir: str) -> bytes:
     raise ModuleError(f"source file {src} not found (looked in {', '.join(candidates)})")
 
 
-def plan_write(args: dict[str, Any], data: bytes, state: str | None, ctx: Context) -> Plan:
-    """Shared by copy, template and json_merge: same hash -> attributes only, else a write."""
+@dataclasses.dataclass(frozen=True)
+class HostFile:
+    """copy's ``remote_src``: the file on the host that is copied, as its state read says."""
+
+    path: str
+    sha256: str
+    mode: str
+    content: bytes | None = None  # read for --diff only
+
+
+def plan_write(
+    args: dict[str, Any],
+    data: bytes,
+    state: str | None,
+    ctx: Context,
+    *,
+    remote: HostFile | None = None,
+) -> Plan:
+    """Shared by copy, template and json_merge: same hash -> attributes only, else a write
+    (of ``data``, or of the host's file ``remote``). A symbolic mode is resolved against the
+    mode the new file would have: the old file's (a copied host file's own), else 0644."""
     dest = args["dest"]
     st = parse_probe(state)
     kind = st["type"]
@@ -271,7 +342,7 @@ def plan_write(args: dict[str, Any], data: bytes, state: str | None, ctx: Contex
     if kind not in ("absent", "file"):
         raise ModuleError(f"{dest} exists and is a {kind}, not a regular file")
     owner, group, mode = args.get("owner"), args.get("group"), args.get("mode")
-    digest = hashlib.sha256(data).hexdigest()
+    digest = remote.sha256 if remote else hashlib.sha256(data).hexdigest()
     if kind == "file" and st.get("sha256") == digest:
         changes, fix = attr_changes(dest, st, owner, group, mode)
         if not changes:
@@ -282,22 +353,26 @@ def plan_write(args: dict[str, Any], data: bytes, state: str | None, ctx: Contex
             steps=[Step("\n".join(["set -e", *fix]))],
             result={"checksum": digest},
         )
-    changes = [f"{'create' if kind == 'absent' else 'update'} {dest} ({len(data)} bytes)"]
+    verb = "create" if kind == "absent" else "update"
+    what = f"from {remote.path}" if remote else f"({len(data)} bytes)"
+    changes = [f"{verb} {dest} {what}"]
     diff = None
     if ctx.diff:
-        diff = unified_diff(dest, content_of(st), data, ctx.no_log)
+        new = remote.content if remote else data
+        diff = unified_diff(dest, content_of(st), new, ctx.no_log)
+    before = {**st, "mode": remote.mode} if remote and kind == "file" else st
     script = atomic_write_script(
         dest,
         data,
         owner=owner,
         group=group,
-        mode=mode,
+        mode=wanted_mode(mode, before),
         backup=bool(args.get("backup")),
         validate=args.get("validate"),
+        copied_from=(remote.path, remote.sha256) if remote else None,
     )
-    return Plan(
-        True, changes=changes, steps=[Step(script, data)], diff=diff, result={"checksum": digest}
-    )
+    step = Step(script) if remote else Step(script, data)
+    return Plan(True, changes=changes, steps=[step], diff=diff, result={"checksum": digest})
 
 
 def deep_merge(base: Any, extra: Any) -> Any:

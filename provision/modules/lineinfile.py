@@ -7,7 +7,9 @@ optionally backed-up write as ``copy`` (:func:`provision.modules.files.plan_writ
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 from provision.modules.base import (
@@ -24,6 +26,7 @@ from provision.modules.base import (
     path_probe,
 )
 from provision.modules.files import check_validate, plan_write
+from provision.shell import quote
 
 
 class LineInFileModule(Module):
@@ -53,49 +56,62 @@ class LineInFileModule(Module):
         if args.get("insertafter") not in (None, "EOF") and args.get("insertbefore") is not None:
             raise ArgError(f"module '{self.name}': give insertafter or insertbefore, not both")
         check_validate(self.name, args)
-        for key in ("regexp", "insertafter", "insertbefore"):
-            value = args.get(key)
-            if isinstance(value, str) and not is_template(value) and value not in ("EOF", "BOF"):
-                try:
-                    re.compile(value)
-                except re.error as exc:
-                    raise ArgError(
-                        f"module '{self.name}': argument '{key}' is not a valid regular "
-                        f"expression: {exc}"
-                    ) from None
+        check_regexps(self.name, args, ("regexp", "insertafter", "insertbefore"))
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return path_probe(args["path"], content=True)
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
-        path = args["path"]
-        st = parse_probe(state)
-        kind = st["type"]
-        if kind not in ("absent", "file"):
-            raise ModuleError(f"{path} exists and is a {kind}, not a regular file")
-        present = args["state"] == "present"
-        if kind == "absent":
-            if not present:
-                return noop(f"{path} does not exist")
-            if not args["create"]:
-                raise ModuleError(f"{path} does not exist (create: true creates it)")
-        old = content_of(st) or b""
-        new, what = edit(
-            old.decode("utf-8", "surrogateescape"),
-            line=args["line"],
-            regexp=args["regexp"],
-            present=present,
-            insertafter=args["insertafter"],
-            insertbefore=args["insertbefore"],
-        )
-        data = new.encode("utf-8", "surrogateescape")
-        write_args = {**args, "dest": path}
-        plan = plan_write(write_args, data, state, ctx)
-        if not plan.changed:
-            return noop(f"{path}: {what}")
-        if data != old or kind == "absent":
-            plan.changes = [f"{path}: {what}", *plan.changes[1:]]
-        return plan
+        def change(text: str) -> tuple[str, str]:
+            return edit(
+                text,
+                line=args["line"],
+                regexp=args["regexp"],
+                present=args["state"] == "present",
+                insertafter=args["insertafter"],
+                insertbefore=args["insertbefore"],
+            )
+
+        return plan_edit(args, state, ctx, change, missing_ok=args["state"] == "absent")
+
+
+def plan_edit(
+    args: dict[str, Any],
+    state: str | None,
+    ctx: Context,
+    change: Callable[[str], tuple[str, str]],
+    *,
+    missing_ok: bool,
+) -> Plan:
+    """The plan of an edit of the text file ``args["path"]`` (lineinfile, blockinfile, replace,
+    kernel_blacklist): ``change`` turns the old text into (new text, what it did); the result
+    is written with copy's atomic, optionally backed-up and validated write. A missing file is
+    a no-op when ``missing_ok`` (nothing to remove), created from "" when ``create`` is true,
+    else an error; ``args["encoding"]`` (replace) decodes it, UTF-8 by default."""
+    path = args["path"]
+    st = parse_probe(state)
+    kind = st["type"]
+    if kind not in ("absent", "file"):
+        raise ModuleError(f"{path} exists and is a {kind}, not a regular file")
+    if kind == "absent":
+        if missing_ok:
+            return noop(f"{path} does not exist")
+        if not args.get("create"):
+            hint = " (create: true creates it)" if "create" in args else ""
+            raise ModuleError(f"{path} does not exist{hint}")
+    encoding = args.get("encoding") or "utf-8"
+    old = content_of(st) or b""
+    new, what = change(old.decode(encoding, "surrogateescape"))
+    data = new.encode(encoding, "surrogateescape")
+    plan = plan_write({**args, "dest": path}, data, state, ctx)
+    if not plan.changed:
+        return noop(f"{path}: {what}")
+    if data != old or kind == "absent":
+        plan.changes = [f"{path}: {what}", *plan.changes[1:]]
+    if kind == "absent":  # Ansible creates the missing directories of a created file
+        write = plan.steps[0]
+        write.script = f"mkdir -p -- {quote(os.path.dirname(path) or '.')}\n{write.script}"
+    return plan
 
 
 def edit(
@@ -151,3 +167,16 @@ def edit(
     lines.insert(at, line + "\n")
     where = "at the end" if at == len(lines) - 1 else f"as line {at + 1}"
     return "".join(lines), f"added line {where}"
+
+
+def check_regexps(module: str, args: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Each of ``keys`` that is a literal regular expression compiles (EOF/BOF are places)."""
+    for key in keys:
+        value = args.get(key)
+        if isinstance(value, str) and not is_template(value) and value not in ("EOF", "BOF"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ArgError(
+                    f"module '{module}': argument '{key}' is not a valid regular expression: {exc}"
+                ) from None

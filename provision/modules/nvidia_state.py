@@ -18,6 +18,7 @@ from typing import Any
 from provision.gpu_generations import classify
 from provision.modules.base import Arg, Context, Module, Plan, noop
 from provision.modules.facts import _SB_VAR, parse_facts
+from provision.nvidia_packages import DRIVER_PATTERNS, DRIVER_PREFIXES, TOOLKIT_PREFIXES
 from provision.shell import join, quote
 
 # NVIDIA's and Ubuntu's packages put libnvidia-ml.so.<version> in the multiarch folder; Debian's
@@ -35,18 +36,6 @@ LIB_DIRS = (
 # on Debian created at the first signed build, or by `dkms generate_mok` from 3.1) and Ubuntu's
 # (`update-secureboot-policy --new-key` writes /var/lib/shim-signed/mok/MOK.der + MOK.priv).
 MOK_KEYS = ("/var/lib/dkms/mok.pub", "/var/lib/shim-signed/mok/MOK.der")
-DRIVER_PATTERNS = (
-    "nvidia-*",
-    "libnvidia-*",
-    "cuda-drivers*",
-    "libcuda1*",
-    "libxnvctrl*",
-    "xserver-xorg-video-nvidia*",
-    "firmware-nvidia-*",
-)
-# The container toolkit matches the patterns above but has its own hold and upgrade path.
-TOOLKIT_PREFIXES = ("nvidia-container-toolkit", "libnvidia-container", "nvidia-docker2")
-DRIVER_PREFIXES = tuple(p.rstrip("*") for p in DRIVER_PATTERNS)
 PERSISTENCED = "nvidia-persistenced"
 SMI_TIMEOUT = 20  # seconds; nvidia-smi hangs on a GPU that fell off the bus
 

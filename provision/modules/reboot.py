@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from provision.booleans import TRUE_WORDS
 from provision.errors import ProvisionError
 from provision.hostkeys import HostKeyError
 from provision.modules.base import Arg, Context, Module, ModuleError, Plan, Step
 from provision.ssh import Session
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
 TRIGGER = "nohup sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 &"
 READ_IDS = "cat /proc/sys/kernel/random/boot_id; cat /etc/machine-id 2>/dev/null || echo none"
 
@@ -43,6 +43,7 @@ def parse_ids(text: str | None) -> tuple[str, str]:
 
 class RebootModule(Module):
     name = "reboot"
+    acts_on_controller = True  # waits for the host to go down and come back, reconnects
     spec = (
         Arg("reboot_timeout", "int", default=600),
         Arg("down_timeout", "int", default=120),
@@ -58,7 +59,8 @@ class RebootModule(Module):
         allowed = ""
         if ctx.render is not None:
             allowed = ctx.render("{{ allow_reboot | default(false) }}").strip().lower()
-        return {**args, "_allowed": allowed in _TRUE, "_controller": controller_machine_id()}
+        # Ansible's true spellings; anything else (a typo too) leaves reboots refused
+        return {**args, "_allowed": allowed in TRUE_WORDS, "_controller": controller_machine_id()}
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         return READ_IDS

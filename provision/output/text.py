@@ -118,7 +118,7 @@ def event_lines(ev: Any, show_diff: bool, bases: Sequence[str]) -> list[str]:
     if ev.status in applylog.UNREACHED:
         return [f"{ev.status}: [{ev.host}] {ev.play}: {result.msg}"]
     if ev.status == "failed":
-        ignored = " (ignored)" if result.ignored else ""
+        ignored = " (ignored)" if result.ignored else " (rescued)" if result.rescued else ""
         msg = applylog.message_first(result.msg, bases)
         lines = [f"failed: [{ev.host}] {ev.play} / {ev.task}{ignored}: {msg}"]
         if show_diff and result.diff:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from provision.audit.checks.base import CheckResult, Context, Status, check
-from provision.modules.nvidia_state import TOOLKIT_PREFIXES
+from provision.nvidia_packages import TOOLKIT_PREFIXES
 
 FABRIC_FIX = (
     "apt install nvidia-fabricmanager-<branch> matching the driver; "
