@@ -31,6 +31,9 @@ class TaskResult:
     unpredictable: bool = False  # skipped by --check: its effect cannot be known beforehand
     shown: bool = False  # printed even when ok (debug: the user asked to see it)
     rescued: bool = False  # a failure a block's rescue takes over: the host goes on
+    # a failed command that ran: Ansible's result says changed too (its registered
+    # ``changed``, and the recap's changed column when the failure is ignored)
+    ran_and_failed: bool = False
 
 
 @dataclass
@@ -65,11 +68,13 @@ class HostStats:
 
     def count(self, result: TaskResult) -> None:
         """A settled task's result in the columns Ansible counts it in: an ignored failure is
-        ``ok`` and ``ignored``, a change is ``ok`` and ``changed``."""
+        ``ok`` and ``ignored`` (and ``changed`` for a command that ran), a change is ``ok``
+        and ``changed``."""
         if result.status == "failed":
             if result.ignored:
                 self.ignored += 1
                 self.ok += 1
+                self.changed += result.ran_and_failed  # Ansible: the result said changed
             else:
                 self.failed += 1
         elif result.status == "skipped":

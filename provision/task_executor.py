@@ -89,7 +89,7 @@ def registered(result: TaskResult) -> dict[str, Any]:
     """The value ``register`` stores: the result's data with changed/failed/skipped/msg."""
     data = dict(result.data)
     data.update(
-        changed=result.status == "changed",
+        changed=result.status == "changed" or (result.status == "failed" and result.ran_and_failed),
         failed=result.status == "failed",
         skipped=result.status == "skipped",
         msg=result.msg,
@@ -595,6 +595,7 @@ class TaskExecutor:
         if rc != 0:
             detail = "output hidden (no_log: true)" if task.no_log else stderr.strip()[-500:]
             result = mk("failed", f"{task.where}: exit status {rc}: {detail}")
+            result.ran_and_failed = MODULES[task.module].failed_when_false_means_changed
         elif plan.changed_if is not None and not plan.changed_if(stdout):
             result = mk("ok", plan.reason)
         else:

@@ -290,10 +290,11 @@ def test_engine_loop_register_conditions_and_handlers(tmp_path: Path) -> None:
         ("third", "changed", False),
     ]
     s = result.stats["localhost"]
-    assert (s.ok, s.changed, s.failed, s.skipped, s.ignored) == (9, 6, 0, 0, 1)
+    # the tolerated failure is a command that ran: Ansible counts it changed too
+    assert (s.ok, s.changed, s.failed, s.skipped, s.ignored) == (9, 7, 0, 0, 1)
     assert recap_lines(result.stats) == [
         "PLAY RECAP " + "*" * 69,
-        "localhost                  : ok=9    changed=6    unreachable=0    failed=0    "
+        "localhost                  : ok=9    changed=7    unreachable=0    failed=0    "
         "skipped=0    rescued=0    ignored=1",
     ]
     again = _run_local(tmp_path, LOCAL_PLAY, tags=("probe",))
