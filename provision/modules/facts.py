@@ -262,17 +262,12 @@ def _network(raw: dict[str, str], inets: list[str]) -> dict[str, Any]:
     (loopback left out)."""
     if not inets and "route_dev" not in raw:
         return {}
+    listed = _interfaces(inets)
     addresses: dict[str, ipaddress.IPv4Interface] = {}
-    for line in inets:
-        dev, _, cidr = line.partition(" ")
-        try:
-            addresses.setdefault(dev, ipaddress.IPv4Interface(cidr.strip()))
-        except ValueError:
-            continue
+    for dev, listed_iface in listed:
+        addresses.setdefault(dev, listed_iface)  # an interface's first address
     out: dict[str, Any] = {
-        "ansible_all_ipv4_addresses": [
-            str(a.ip) for a in _all_interfaces(inets) if not a.ip.is_loopback
-        ]
+        "ansible_all_ipv4_addresses": [str(i.ip) for _, i in listed if not i.ip.is_loopback]
     }
     route_dev = raw.get("route_dev")
     if route_dev:
@@ -316,11 +311,13 @@ def _cpu_list(text: str) -> int | None:
     return count or None
 
 
-def _all_interfaces(inets: list[str]) -> list[ipaddress.IPv4Interface]:
+def _interfaces(inets: list[str]) -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """``inet=DEV ADDR/PREFIX`` lines -> (device, interface), in ``ip``'s order."""
     out = []
     for line in inets:
+        dev, _, cidr = line.partition(" ")
         try:
-            out.append(ipaddress.IPv4Interface(line.partition(" ")[2].strip()))
+            out.append((dev, ipaddress.IPv4Interface(cidr.strip())))
         except ValueError:
             continue
     return out
