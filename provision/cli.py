@@ -805,7 +805,8 @@ def _adhoc_report(
     from provision.output.text import summary
 
     report = output.AdhocReport(command, outcomes, elapsed, adhoc.exit_code(outcomes))
-    env.stdout.write(output.render_adhoc(report, args.format))
+    for piece in output.render_adhoc(report, args.format):
+        env.stdout.write(piece)
     env.stderr.write(summary(outcomes, elapsed) + "\n")
     return report.exit_code
 

@@ -175,16 +175,17 @@ class _Capture:
             self.dropped += cut
 
     def text(self) -> str:
-        data = b"".join(self.chunks)
-        self.chunks.clear()  # one copy at a time: a big stream's peak is its bytes plus its text
-        text = _decode(data)
-        del data
+        """The kept bytes as text, headed by what was dropped: one join and one decode, so a
+        big stream's peak is its bytes plus its text (the chunks go as they are joined)."""
+        head = b""
         if self.dropped:
-            text = (
+            head = (
                 f"[provision: {self.dropped} more bytes of output dropped (output limit); "
-                f"the last {self.size} follow]\n{text}"
-            )
-        return text
+                f"the last {self.size} follow]\n"
+            ).encode()
+        data = b"".join([head, *self.chunks])
+        self.chunks.clear()
+        return _decode(data)
 
 
 def _become_error(stderr: str, user: str, host: str, had_password: bool) -> BecomeError | None:

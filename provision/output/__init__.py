@@ -11,18 +11,22 @@ never reads ``sys.stdout`` to decide.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from provision.output.documents import apply_document, outcomes_document, render_json
 from provision.output.environment import DEFAULT_WIDTH, Environment
 from provision.output.reports import AdhocReport, ApplyReport
 
 
-def render_adhoc(report: AdhocReport, fmt: str) -> str:
-    """``ping`` / ``run`` on stdout in ``fmt``."""
+def render_adhoc(report: AdhocReport, fmt: str) -> Iterator[str]:
+    """``ping`` / ``run`` on stdout in ``fmt``, in pieces to write one after the other (the
+    text holds every host's output: joined, it would be copied whole)."""
     if fmt == "json":
-        return render_json(outcomes_document(report))
+        yield render_json(outcomes_document(report))
+        return
     from provision.output import text  # the text renderer imports the executor: only now
 
-    return text.adhoc_text(report)
+    yield from text.adhoc_pieces(report)
 
 
 def render_apply(report: ApplyReport, fmt: str) -> str:

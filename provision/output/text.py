@@ -7,7 +7,7 @@ apply's grouping of results as they arrive is provision/applylog.py.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from provision.executor import HostOutcome, HostState
@@ -40,27 +40,56 @@ def render_ping(outcomes: Mapping[str, HostOutcome]) -> str:
     return "\n".join(_header(o, "SUCCESS") for o in outcomes.values())
 
 
-def render_run(outcomes: Mapping[str, HostOutcome]) -> str:
-    """Output grouped per host, each block headed the way ``ansible -m shell`` heads it."""
-    blocks = []
-    for o in outcomes.values():
-        head = _header(o, "OK")
-        result = o.value if isinstance(o.value, CommandResult) else None
-        body = ""
-        if result is not None:
-            body = result.stdout.rstrip("\n")
-            if result.stderr.strip():
-                body = (body + "\n" if body else "") + result.stderr.rstrip("\n")
-        elif o.state is HostState.FAILED and o.stderr_tail:
-            body = o.stderr_tail.rstrip("\n")
-        blocks.append(f"{head} >>\n{body}" if body else head)
-    return "\n".join(blocks)
+_PIECE = 1 << 20  # characters per write of a host's output: each write copies only this much
 
 
-def adhoc_text(report: AdhocReport) -> str:
-    """What ``ping`` / ``run`` print on stdout."""
-    render = render_ping if report.command == "ping" else render_run
-    return render(report.outcomes) + "\n"
+def _output_pieces(text: str) -> Iterator[str]:
+    """``text`` without its trailing newlines, in slices of :data:`_PIECE` characters: a host's
+    output is the run's output budget (tens of MB), and slicing it keeps one copy of it alive,
+    where ``rstrip`` and joining the whole report made four (issue 13, item 8)."""
+    end = len(text)
+    while end and text[end - 1] == "\n":
+        end -= 1
+    for start in range(0, end, _PIECE):
+        yield text[start : min(end, start + _PIECE)]
+
+
+def _shown_streams(o: HostOutcome) -> list[str]:
+    """The host's output under its head: stdout, then stderr unless it is only whitespace."""
+    result = o.value if isinstance(o.value, CommandResult) else None
+    if result is None:
+        tail = o.stderr_tail if o.state is HostState.FAILED else ""
+        return [tail] if tail.rstrip("\n") else []
+    # counted, not stripped: a strip would copy the whole output only to test it
+    streams = [result.stdout] if result.stdout.count("\n") < len(result.stdout) else []
+    if result.stderr and not result.stderr.isspace():
+        streams.append(result.stderr)
+    return streams
+
+
+def run_pieces(outcomes: Mapping[str, HostOutcome]) -> Iterator[str]:
+    """Output grouped per host, each block headed the way ``ansible -m shell`` heads it, in
+    pieces to be written one after the other (never joined: see :func:`_output_pieces`)."""
+    for i, o in enumerate(outcomes.values()):
+        if i:
+            yield "\n"
+        yield _header(o, "OK")
+        streams = _shown_streams(o)
+        if streams:
+            yield " >>\n"
+        for j, stream in enumerate(streams):
+            if j:
+                yield "\n"
+            yield from _output_pieces(stream)
+
+
+def adhoc_pieces(report: AdhocReport) -> Iterator[str]:
+    """What ``ping`` / ``run`` print on stdout, in pieces."""
+    if report.command == "ping":
+        yield render_ping(report.outcomes)
+    else:
+        yield from run_pieces(report.outcomes)
+    yield "\n"
 
 
 def summary(outcomes: Mapping[str, HostOutcome], elapsed: float) -> str:
