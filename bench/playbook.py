@@ -83,7 +83,8 @@ def changed(tool: str, output: str) -> int | None:
 
 
 def provision_trips(p: Prepared, n: int) -> dict[str, object]:
-    """provision's own count of round trips per host, for one converged run."""
+    """provision's own count of round trips per host for one run (converged, or a first run
+    on hosts where it has changed nothing yet: bench/first_run.py)."""
     proc = subprocess.run(
         [
             sys.executable,

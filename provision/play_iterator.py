@@ -208,6 +208,8 @@ class HostPlay:
     once_seen: dict[str, int] = field(default_factory=dict)  # run_once tasks reached, by where
     rescue_depth: int = 0  # blocks with a rescue being run: a failure here is rescued
     handlers: list[Task] = field(default_factory=list)  # the play's, then included roles'
+    # id(task) -> (the item list it runs in, its position there): see runs_next
+    places: dict[int, tuple[list[Item], int]] = field(default_factory=dict)
 
     @property
     def play(self) -> Play:
@@ -219,6 +221,18 @@ class HostPlay:
         position = next((i for i, t in enumerate(self.sequence) if t is task), None)
         return [] if position is None else self.sequence[position + 1 :]
 
+    def runs_next(self, task: Task) -> list[Task]:
+        """The tasks that run right after ``task`` when it succeeds: the tasks after it in its
+        own list, up to the first block (the end of a block may stop the host: an always
+        section after a failure). What a change batch may carry with it."""
+        items, at = self.places.get(id(task), ([], 0))
+        out: list[Task] = []
+        for item in items[at + 1 :]:
+            if isinstance(item, Block):
+                break
+            out.append(item)
+        return out
+
     def run(self, session: Session) -> None:
         try:
             self.walk(session)
@@ -229,6 +243,7 @@ class HostPlay:
         ex = self.executor
         ex.reads.session = session
         ex.upcoming = self.upcoming
+        ex.runs_next = self.runs_next
         ex.rescuable = lambda: self.rescue_depth > 0
         self.handlers = list(self.play.handlers)
         items = selected(self.play.tasks, ex.engine.options)
@@ -272,6 +287,8 @@ class HostPlay:
     def run_items(self, items: list[Item], at: int | None) -> bool:
         """Run ``items`` in order (``at``: the index of the include they came from). False:
         the host stops here (a failure, or the play ended for it)."""
+        for at_item, item in enumerate(items):
+            self.places[id(item)] = (items, at_item)
         for item in items:
             if self.stopped():
                 return False

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provision.ansible_filters import remove_omit
+from provision.change_batch import MAX_COMMAND, Ran, batchable_step, frame_changes, split_changes
 from provision.errors import ProvisionError
 from provision.loops import LoopError, item_scope, loop_items
 from provision.modules import MODULES, TaskSkipped
@@ -33,7 +36,7 @@ from provision.playbook import Play, Task
 from provision.results import HIDDEN_SCRIPT, NO_LOG_MSG, Event, HostStats, TaskResult
 from provision.shell import quote
 from provision.ssh import CommandTimeout, Session
-from provision.state_reads import Read, ReadFailed, StateReads
+from provision.state_reads import FramedReads, Read, ReadFailed, StateReads, affects
 from provision.templating import (
     TemplateError,
     Vars,
@@ -103,6 +106,12 @@ def fact_variables(module: Module, facts: dict[str, Any]) -> dict[str, Any]:
     return facts if module.facts_are_templates else unsafe(facts)
 
 
+def _framed_size(steps: list[tuple[str, bytes | None]]) -> int:
+    """What a member adds to a change batch's command as it travels: framed, then quoted for
+    the shell that runs it (a quote in a file costs five characters there)."""
+    return len(quote(frame_changes([steps], "0" * 16)))
+
+
 def resolved_later(task: Task) -> bool:
     """A task whose become/no_log is a template: its read waits until it runs."""
     return any(is_template(getattr(task, k)) for k in TEMPLATED_KEYWORDS)
@@ -121,6 +130,26 @@ def loop_status(statuses: list[str]) -> str:
 
 
 @dataclass
+class Member:
+    """A task of a change batch (provision/change_batch.py), planned before its turn: its plan,
+    its steps as sent, the paths it writes and whether its change may reach below them;
+    ``ran``, once the batch has run, is what its steps did."""
+
+    task: Task
+    plan: Plan
+    steps: list[tuple[str, bytes | None]]
+    paths: tuple[str, ...]
+    below: bool
+    ran: Ran | None = None
+
+    def writes_into(self, paths: tuple[str, ...]) -> bool:
+        """Whether this member's change can alter what a read of ``paths`` printed."""
+        return self.plan.changed and any(
+            affects(w, r, self.below) for w in self.paths for r in paths
+        )
+
+
+@dataclass
 class TaskExecutor:
     """Runs tasks on one host of one play (in that host's worker thread). ``upcoming`` gives
     the tasks after a task in the order they will run: the play iterator's flat list, whose
@@ -134,7 +163,11 @@ class TaskExecutor:
     reads: StateReads = field(default_factory=StateReads)
     position: tuple[int, int] = (0, 0)  # (index, total) of the task running, for events
     upcoming: Callable[[Task], list[Task]] = lambda task: []
+    # the tasks that run right after a task when it succeeds (what a change batch may carry)
+    runs_next: Callable[[Task], list[Task]] = lambda task: []
     rescuable: Callable[[], bool] = lambda: False  # whether a block's rescue would take a failure
+    # tasks already carried out in a change batch, by id, until their turn comes
+    batched: dict[int, Member] = field(default_factory=dict)
 
     @property
     def session(self) -> Session | None:
@@ -436,7 +469,7 @@ class TaskExecutor:
             except (ProvisionError, TaskFailed):
                 continue
             if script:
-                out.append(Read(script, module.paths(args), bool(other.no_log)))
+                out.append(Read(script, module.read_paths(args), bool(other.no_log)))
         return out
 
     def gather_facts(self, upcoming: list[Task]) -> None:
@@ -456,8 +489,13 @@ class TaskExecutor:
 
     def attempt(self, task: Task, variables: Vars) -> TaskResult:
         module = MODULES[task.module]
+        member = self.batched.pop(id(task), None)
+        if member is None:
+            self.batched.clear()  # the run went another way: what was batched is not next
+        else:  # planned and carried out with an earlier task's changes: only its result now
+            return self.carried_out(task, member.plan, variables, member.ran)
         args, ctx, script = self.prepared(task, variables)
-        state = self.read_state(task, script, module.paths(args)) if script else None
+        state = self.read_state(task, script, module.read_paths(args)) if script else None
         try:
             plan = module.plan(args, state, ctx)
         except TaskSkipped as exc:
@@ -470,7 +508,8 @@ class TaskExecutor:
             raise TaskFailed(f"{task.where}: {exc}", getattr(exc, "data", None)) from None
         if plan.changed and not self.check(task) and module.acts_on_controller:
             return self.carry_out_controller(task, module, args, plan, variables, ctx)
-        result = self.carry_out(task, plan, variables, module.paths(args))
+        paths = module.paths(args)
+        result = self.carry_out(task, plan, variables, paths, module.changes_below(args))
         if module.gathers_facts and result.status != "failed":
             self.add_host_facts(result.data.get("ansible_facts", {}))
         elif module.sets_facts and result.status != "failed":
@@ -551,25 +590,19 @@ class TaskExecutor:
         plan: Plan,
         variables: Vars,
         written: tuple[str, ...] | None = None,
+        below: bool = True,
     ) -> TaskResult:
-        opts = self.engine.options
-        data: dict[str, Any] = dict(plan.result)
-        diff = plan.diff if opts.diff else None
-        mk = lambda status, msg: TaskResult(  # noqa: E731
-            self.host, self.play.name, task.name, status, msg, diff, plan.changes, data=data
-        )
-        if not plan.changed:
-            return self.judge(task, mk("ok", plan.reason), variables)
-        if self.check(task):
-            if not plan.predictable:
-                return dataclasses.replace(mk("skipped", plan.reason), unpredictable=True)
-            if plan.changed_if is not None and not plan.changed_if(""):
-                return self.judge(task, mk("ok", plan.reason), variables)
-            return self.judge(task, mk("changed", "would " + "; ".join(plan.changes)), variables)
+        """The plan carried out (alone, or with the next tasks' changes in one batch)."""
+        if not plan.changed or self.check(task):
+            return self.carried_out(task, plan, variables, None)
+        batch = self.change_batch(task, plan, variables, written, below)
+        if batch is not None:
+            return self.carried_out(task, plan, variables, self.run_change_batch(batch))
         assert self.session is not None
+        opts = self.engine.options
         rc, stdout, stderr = 0, "", ""
         exported = exports(self.environment(task, variables))
-        self.reads.forget(written)  # the host changes now: what this may touch is read afresh
+        self.reads.forget(written, below=below)  # the host changes now: its reads go stale
         for step in plan.steps:
             done = self.session.run(
                 exported + step.script,
@@ -581,7 +614,27 @@ class TaskExecutor:
             rc, stdout, stderr = done.exit_code, done.stdout, done.stderr
             if rc != 0:
                 break
-        stdout, stderr = stdout.rstrip("\r\n"), stderr.rstrip("\r\n")  # as Ansible registers them
+        return self.carried_out(task, plan, variables, Ran(rc, stdout, stderr))
+
+    def carried_out(self, task: Task, plan: Plan, variables: Vars, ran: Ran | None) -> TaskResult:
+        """The task's result from its plan and what its steps did (``ran``; None: nothing
+        had to run, or --check), judged by ``changed_when``/``failed_when``."""
+        opts = self.engine.options
+        data: dict[str, Any] = dict(plan.result)
+        diff = plan.diff if opts.diff else None
+        mk = lambda status, msg: TaskResult(  # noqa: E731
+            self.host, self.play.name, task.name, status, msg, diff, plan.changes, data=data
+        )
+        if not plan.changed:
+            return self.judge(task, mk("ok", plan.reason), variables)
+        if ran is None:  # --check
+            if not plan.predictable:
+                return dataclasses.replace(mk("skipped", plan.reason), unpredictable=True)
+            if plan.changed_if is not None and not plan.changed_if(""):
+                return self.judge(task, mk("ok", plan.reason), variables)
+            return self.judge(task, mk("changed", "would " + "; ".join(plan.changes)), variables)
+        rc = ran.rc
+        stdout, stderr = ran.stdout.rstrip("\r\n"), ran.stderr.rstrip("\r\n")  # as Ansible has them
         data.update(
             rc=rc,
             stdout=stdout,
@@ -601,6 +654,156 @@ class TaskExecutor:
         else:
             result = mk("changed", "; ".join(plan.changes))
         return self.judge(task, result, variables)
+
+    # -- change batches ------------------------------------------------------------------
+
+    def may_batch(self, task: Task) -> bool:
+        """Whether a task may be carried out inside a change batch: its module only writes
+        the files it names, and nothing about the task needs its result before the next task
+        is planned (no loop, retries, failed_when, run_once, throttle or templated keyword;
+        a ``register`` ends the batch after it)."""
+        return (
+            MODULES[task.module].batches_changes
+            and task.loop is None
+            and task.retries is None
+            and task.until is None
+            and task.failed_when is None
+            and not task.run_once
+            and not task.throttle
+            and not resolved_later(task)
+            and not self.check(task)
+        )
+
+    def member_steps(
+        self, task: Task, plan: Plan, variables: Vars
+    ) -> list[tuple[str, bytes | None]]:
+        exported = exports(self.environment(task, variables))
+        return [(exported + step.script, step.stdin) for step in plan.steps]
+
+    def change_batch(
+        self,
+        task: Task,
+        plan: Plan,
+        variables: Vars,
+        written: tuple[str, ...] | None,
+        below: bool,
+    ) -> list[Member] | None:
+        """``task`` and the tasks after it that can be planned now from the cached state and
+        write nothing an earlier one reads or writes, up to the command's size (a batch of
+        one still reads again, in its command, what it made stale for the next tasks); None
+        when the task cannot be in a batch (it then runs alone)."""
+        if written is None or task.register or not self.may_batch(task):
+            return None
+        if not all(batchable_step(step) for step in plan.steps):
+            return None
+        first = Member(task, plan, self.member_steps(task, plan, variables), written, below)
+        members = [first]
+        size = _framed_size(first.steps)
+        if size > MAX_COMMAND:
+            return None
+        for other in self.runs_next(task):
+            member = self.planned_ahead(other, self.become(task), members)
+            if member is None:
+                break
+            size += _framed_size(member.steps)
+            if size > MAX_COMMAND:
+                break
+            members.append(member)
+            if other.register:  # a later task may read it: plan that one once it is known
+                break
+        return members
+
+    def planned_ahead(
+        self, task: Task, become: bool | None, members: list[Member]
+    ) -> Member | None:
+        """``task`` planned now as the next member of a batch, or None when it cannot be:
+        another become, a false ``when``, a read not cached or written by an earlier member,
+        steps too big or too slow for a batch, or any error (it then meets it at its turn)."""
+        if not self.may_batch(task) or self.become(task) != become:
+            return None
+        module: Module = MODULES[task.module]
+        variables = self.vars().child(task.vars) if task.vars else self.vars()
+        try:
+            if not condition(task.when, variables, task.where):
+                return None
+            args, ctx, script = self.prepared(task, variables)
+            paths = module.paths(args)
+            if paths is None or any(m.writes_into(paths) for m in members):
+                return None
+            state = self.reads.cached(script, become) if script else None
+            if script and state is None:
+                return None
+            plan = module.plan(args, state, ctx)
+        except (ProvisionError, TaskFailed, TemplateError, TaskSkipped):
+            return None
+        if not all(batchable_step(step) for step in plan.steps):
+            return None
+        steps = self.member_steps(task, plan, variables) if plan.changed else []
+        return Member(task, plan, steps, paths, module.changes_below(args))
+
+    def run_change_batch(self, members: list[Member]) -> Ran:
+        """Run the members' changes as one command, then, in the same command, read again
+        what they made stale for the tasks after them; keep every later member's outcome for
+        its turn. The first member's outcome."""
+        assert self.session is not None
+        become = self.become(members[0].task)
+        changing = [m for m in members if m.plan.changed]
+        token = secrets.token_hex(8)
+        command = frame_changes([m.steps for m in changing], token)
+        shown = frame_changes(
+            [[(HIDDEN_SCRIPT if m.task.no_log else s, None) for s, _ in m.steps] for m in changing],
+            token,
+        )
+        framed = self.reads_after(members, become, MAX_COMMAND - len(quote(command)))
+        if framed is not None:
+            command, shown = f"{command}\n{framed.command}", f"{shown}\n{framed.shown}"
+        done = self.session.run(
+            command, become=become, shown=shown, timeout=self.engine.options.command_timeout
+        )
+        outcomes = split_changes(done.stdout, done.stderr, token, len(changing))
+        for member, ran in zip(changing, outcomes, strict=True):
+            member.ran = ran
+            self.reads.forget(member.paths, below=member.below)
+        # a later member is kept for its turn only if the batch got to it: every change
+        # before it succeeded (the members after a failure never ran)
+        for before, member in itertools.pairwise(members):
+            if before.plan.changed and (before.ran is None or before.ran.rc != 0):
+                break
+            if member.plan.changed and member.ran is None:
+                break
+            self.batched[id(member.task)] = member
+        if (
+            framed is not None
+            and not done.truncated
+            and all(m.ran and m.ran.rc == 0 for m in changing)
+        ):
+            self.reads.keep(framed, done.stdout, become)
+        first = members[0].ran
+        return first if first is not None else Ran(done.exit_code or 1, done.stdout, done.stderr)
+
+    def reads_after(
+        self, members: list[Member], become: bool | None, room: int
+    ) -> FramedReads | None:
+        """The reads of the tasks after the batch that its changes make stale (or that are not
+        read yet), framed to run after the changes: the next tasks are then planned without
+        another round trip."""
+        after = self.upcoming(members[-1].task)
+        reads = []
+        for read in self.reads_ahead(after, become):
+            cached = self.reads.cached(read.script, become) is not None
+            if (
+                cached
+                and read.paths is not None
+                and not any(m.writes_into(read.paths) for m in members)
+            ):
+                continue
+            reads.append(read)
+        while reads:
+            framed = FramedReads.of(reads)
+            if len(quote(framed.command)) < room:
+                return framed
+            reads = reads[: len(reads) // 2]
+        return None
 
     def environment(self, task: Task, variables: Vars) -> dict[str, str]:
         """The play's ``environment`` with the task's over it, rendered for this host."""

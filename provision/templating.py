@@ -294,6 +294,15 @@ def _render_string(text: str, variables: Mapping[str, Any]) -> Any:
     expr = _single_expression(text)
     if expr is not None:
         return _evaluate(expr, variables, ESCAPE_ALL)  # the whole of it was inside {{ }}
+    expr = _single_expression(text[:-1]) if text.endswith("\n") else None
+    if expr is not None:
+        # Jinja drops one trailing newline and Ansible gives it back to a string only, so
+        # "{{ flag }}\n" is the boolean, "{{ name }}\n" the name and a newline (ansible-core
+        # 2.19, measured: tests/test_change_batch.py compares the two)
+        value = _evaluate(expr, variables, ESCAPE_ALL)
+        if not isinstance(value, str):
+            return value
+        return Unsafe(value + "\n") if isinstance(value, Unsafe) else value + "\n"
     template = _compile(text, ESCAPE_EXPRESSIONS)
     ctx = template.new_context(vars=variables, shared=True)  # type: ignore[arg-type]
     return jinja2.utils.concat(template.root_render_func(ctx))

@@ -8,6 +8,7 @@ test's ``tmp_path``; both tools run there.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -79,3 +80,18 @@ def umask(mask: int) -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+def tree(root: Path) -> dict[str, tuple[str, str]]:
+    """Every file and directory under root: (mode, content with root's path as OUT)."""
+    out: dict[str, tuple[str, str]] = {}
+    for path in sorted(root.rglob("*")):
+        mode = oct(path.stat().st_mode & 0o7777)
+        text = "" if path.is_dir() else path.read_text().replace(str(root), "OUT")
+        out[str(path.relative_to(root))] = (mode, text)
+    return out
+
+
+def recap(stdout: str) -> dict[str, int]:
+    line = next(x for x in stdout.splitlines() if " : ok=" in x)
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}

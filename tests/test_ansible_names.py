@@ -8,7 +8,6 @@ FQCN names, ``systemd``/``systemd_service``/``package``, argument aliases, ``k=v
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,10 @@ from provision.playbook import PlaybookError, leaf_tasks, parse_playbook
 from tests.ansible_local import (
     ANSIBLE_ENV,
     provision,
+    recap,
     run_ansible_playbook_locally,
     run_provision_locally,
+    tree,
     write_local_inventory,
 )
 from tests.conftest import venv_tool
@@ -76,21 +77,6 @@ SITE = """\
     - name: package (apt on Debian), k=v with pkg alias
       ansible.builtin.package: pkg=coreutils state=present
 """
-
-
-def tree(root: Path) -> dict[str, tuple[str, str]]:
-    """Every file and directory under root: (mode, content with root's path as OUT)."""
-    out: dict[str, tuple[str, str]] = {}
-    for path in sorted(root.rglob("*")):
-        mode = oct(path.stat().st_mode & 0o7777)
-        text = "" if path.is_dir() else path.read_text().replace(str(root), "OUT")
-        out[str(path.relative_to(root))] = (mode, text)
-    return out
-
-
-def recap(stdout: str) -> dict[str, int]:
-    line = next(x for x in stdout.splitlines() if " : ok=" in x)
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
 def apply_with_both(hosts: list[BootedHost], tmp_path: Path, playbook: str) -> list[str]:

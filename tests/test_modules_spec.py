@@ -94,12 +94,22 @@ def test_bad_arguments_are_refused(module: str, args: dict, message: str) -> Non
 # -- file ----------------------------------------------------------------------------------------
 
 
-def test_file_directory_created_with_attributes() -> None:
-    p = plan("file", {"path": "/srv/a b", "state": "directory", "mode": "0750", "owner": "lab"}, "")
-    assert p.changed and p.changes == ["create directory /srv/a b"]
-    assert [s.script for s in p.steps] == [
-        "set -e\nmkdir -p -- '/srv/a b'\nchown lab '/srv/a b'\nchmod 750 '/srv/a b'"
-    ]
+def test_file_directory_created_with_attributes_on_every_directory_it_makes(
+    tmp_path: Path,
+) -> None:
+    """As Ansible's file module (ensure_directory): each missing directory on the way gets the
+    task's owner, group and mode; the directories that were there keep theirs."""
+    tmp_path.chmod(0o700)
+    path = tmp_path / "a b" / "c" / "d"
+    user = Path("/proc/self").owner()
+    p = plan("file", {"path": str(path), "state": "directory", "mode": "0750", "owner": user}, "")
+    assert p.changed and p.changes == [f"create directory {path}"]
+    (step,) = p.steps
+    subprocess.run(["sh", "-c", step.script], check=True, timeout=30)
+    made = [tmp_path / "a b", tmp_path / "a b" / "c", path]
+    assert [oct(d.stat().st_mode & 0o7777) for d in made] == ["0o750"] * 3
+    assert {d.owner() for d in made} == {user}
+    assert tmp_path.stat().st_mode & 0o7777 == 0o700
 
 
 def test_file_directory_present_is_a_noop_or_fixes_only_what_differs() -> None:
@@ -160,11 +170,29 @@ def test_copy_new_content_is_an_atomic_write_with_data_on_stdin() -> None:
     assert step.stdin == b"new\n"
     assert "new" not in step.script  # content never in the command line
     lines = step.script.splitlines()
-    assert lines[:3] == ["set -e", "d=/etc/x", 't=$(mktemp "$(dirname "$d")/.provision.XXXXXX")']
+    assert lines[:3] == ["set -e", "d=/etc/x", "t=$(mktemp /etc/.provision.XXXXXX)"]
     assert 'chmod 640 "$t"' in lines
     assert lines[-2:] == ['mv -f "$t" "$d"', "trap - EXIT"]
     assert any(line.startswith('if [ -f "$d" ]; then b="$d.$(date') for line in lines)
     assert p.diff == ("--- /etc/x (before)\n+++ /etc/x (after)\n@@ -1 +1 @@\n-old\n+new\n")
+
+
+@pytest.mark.parametrize(("mode", "wanted"), [(None, 0o600), ("0640", 0o640), ("u+x", 0o700)])
+def test_a_replaced_file_keeps_what_the_task_does_not_set(
+    tmp_path: Path, mode: str | None, wanted: int
+) -> None:
+    """Run for real: without a mode the new content keeps the old file's mode; with one it
+    gets that mode (a symbolic one from the old mode), and the owner stays."""
+    dest = tmp_path / "conf"
+    dest.write_text("old\n")
+    dest.chmod(0o600)
+    args = {"dest": str(dest), "content": "new\n", **({"mode": mode} if mode else {})}
+    state = file_state(content=b"old\n", mode="600")
+    (step,) = plan("copy", args, state).steps
+    subprocess.run(["sh", "-c", step.script], input=step.stdin, check=True, timeout=30)
+    assert dest.read_text() == "new\n"
+    assert dest.stat().st_mode & 0o7777 == wanted and dest.owner() == Path("/proc/self").owner()
+    assert [p.name for p in tmp_path.iterdir()] == ["conf"]  # no temp file left
 
 
 def test_copy_no_log_suppresses_the_diff() -> None:

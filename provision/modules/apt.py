@@ -29,6 +29,9 @@ LOCKS = (
     "/var/cache/apt/archives/lock",
 )
 STAMP = "/var/lib/apt/periodic/update-success-stamp"
+# what the state read of apt looks at (Debian's apt and dpkg: apt.conf(5) Dir::State, Dir::Cache
+# and Dir::Etc; dpkg(1) --admindir), so that a file change elsewhere keeps it cached
+APT_READ_PATHS = ("/etc/apt", "/var/lib/apt", "/var/cache/apt", "/var/lib/dpkg")
 _ENV = {"DEBIAN_FRONTEND": "noninteractive", "NEEDRESTART_SUSPEND": "1"}
 # An install (the NVIDIA driver builds its DKMS module) takes minutes, after apt may have waited
 # lock_timeout seconds for the dpkg lock: the step's own bound covers both, so the "lock held by
@@ -296,6 +299,14 @@ class AptModule(Module):
 
     def release_words(self, args: dict[str, Any]) -> list[str]:
         return ["-t", args["default_release"]] if args["default_release"] else []
+
+    def read_paths(self, args: dict[str, Any]) -> tuple[str, ...] | None:
+        """What the read looks at: dpkg's database, apt's lists, stamps and cache, its sources
+        and preferences (apt-cache policy), and a ``deb`` file on the host. An install changes
+        anything (``paths`` stays None); a file written elsewhere leaves this read as it was,
+        so a first run does not read the packages again after every batch of file changes."""
+        debs = (args["deb"],) if args.get("deb") and not is_url(args["deb"]) else ()
+        return (*APT_READ_PATHS, *debs)
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         names = [split_pin(str(s))[0] for s in args["name"]]

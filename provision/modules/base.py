@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import difflib
 import hashlib
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -197,6 +198,10 @@ class Module:
     gathers_facts = False
     shows_result = False  # its ok result is printed without -v (debug)
     flow_control = False  # the engine carries out its ``free_form`` action (meta)
+    # batches_changes: a changed plan's steps only write the paths ``paths`` names and take
+    # moments, so the engine may send them with the next tasks' changes as one command
+    # (provision/change_batch.py); modules that install, restart or wait never do
+    batches_changes = False
     # includes: the kind of content the engine loads and runs in place of this task
     # ("tasks": include_tasks' file); the play iterator picks the loader by this kind.
     includes: str | None = None
@@ -264,6 +269,18 @@ class Module:
         the modules that work on one file; None (the default): anything, so a change drops
         every cached read and this task's read is dropped by any change."""
         return (args[self.path_arg],) if self.path_arg else None
+
+    def read_paths(self, args: dict[str, Any]) -> tuple[str, ...] | None:
+        """The host paths this task's state read depends on: a change under none of them
+        leaves the cached read as it is. :meth:`paths` by default (the file modules read what
+        they write); a module whose change may reach anywhere (a package) but whose read looks
+        at known places says so here."""
+        return self.paths(args)
+
+    def changes_below(self, args: dict[str, Any]) -> bool:
+        """Whether a change to a path of :meth:`paths` may alter what lies under it (a removed
+        or replaced directory does); False lets the reads of paths inside stay cached."""
+        return True
 
     def state_script(self, args: dict[str, Any], ctx: Context) -> str | None:
         """A POSIX sh snippet printing the state ``plan`` needs; None when none is needed."""
@@ -392,7 +409,7 @@ def atomic_write_script(
 ) -> str:
     """Write stdin (``data``) to ``path`` atomically: temp file beside it, attributes, optional
     backup of the old file, rename. Without an explicit mode a replaced file keeps its own
-    attributes.
+    attributes; ``mode`` is octal (a symbolic one resolved first: ``modes.wanted_mode``).
 
     ``copied_from`` (copy's ``remote_src``): (a file on the host, its sha256 as read) is copied
     instead of stdin, with its mode, as Ansible's copy does (a new file gets 0644); a file that
@@ -408,11 +425,18 @@ def atomic_write_script(
     """
     p = quote(path)
     size, digest = len(data), hashlib.sha256(data).hexdigest()
+    # a replaced file keeps what the task does not set; a new one is 0644 unless mode is set
+    # (no command for what is set below: each is a process on the host, per file written)
+    kept = []
+    if owner is None or group is None:
+        kept.append('chown --reference="$d" "$t"')
+    if mode is None:
+        kept.append('chmod --reference="$d" "$t"')
+    fresh = 'chmod 644 "$t"' if mode is None else ":"
     fill = [
         'cat > "$t"',
         verify_received('"$t"', size, digest, '"$d"'),
-        'if [ -e "$d" ]; then chown --reference="$d" "$t"; chmod --reference="$d" "$t"; '
-        'else chmod 644 "$t"; fi',
+        f'if [ -e "$d" ]; then {"; ".join(kept) or ":"}; else {fresh}; fi',
     ]
     if copied_from is not None:
         src, sha = copied_from
@@ -426,7 +450,7 @@ def atomic_write_script(
     parts = [
         "set -e",
         f"d={p}",
-        't=$(mktemp "$(dirname "$d")/.provision.XXXXXX")',
+        f"t=$(mktemp {quote(posixpath.dirname(path) or '.')}/.provision.XXXXXX)",
         "trap 'rm -f \"$t\"' EXIT",
         "trap 'exit 1' HUP INT TERM PIPE",
         *fill,

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import posixpath
 from typing import Any
 
 from provision.modules.base import (
@@ -34,9 +35,29 @@ from provision.shell import quote
 _ATTRS = (Arg("owner"), Arg("group"), Arg("mode", "mode"))
 
 
+def _made_directories(
+    path: str, owner: str | None, group: str | None, mode: str | None
+) -> list[str]:
+    """Commands making ``path`` and each missing directory above it, each given the owner,
+    group and mode, as Ansible's file module does for every directory it creates
+    (``ensure_directory``: intermediate directories get the task's attributes too)."""
+    chain: list[str] = []
+    current = posixpath.normpath(path)
+    while current not in ("/", ".", ""):
+        chain.append(current)
+        current = posixpath.dirname(current)
+    lines = []
+    for directory in reversed(chain):
+        q = quote(directory)
+        fix = attr_changes(directory, {}, owner, group, mode)[1]
+        lines.append(f"if [ ! -e {q} ]; then mkdir -- {q}{''.join('; ' + c for c in fix)}; fi")
+    return lines
+
+
 class FileModule(Module):
     name = "file"
     path_arg = "path"
+    batches_changes = True
     spec: tuple[Arg, ...] = (
         Arg("path", required=True, aliases=("dest", "name")),
         Arg(
@@ -72,6 +93,11 @@ class FileModule(Module):
             return (args["path"], os.path.normpath(src))
         return (args["path"],)
 
+    def changes_below(self, args: dict[str, Any]) -> bool:
+        """Making a directory, touching a file or setting one path's attributes leaves what
+        lies under it as it was; removing, linking and ``recurse`` reach inside."""
+        return args.get("state") not in ("directory", "file", "touch") or bool(args.get("recurse"))
+
     def state_script(self, args: dict[str, Any], ctx: Context) -> str:
         lines = [path_probe(args["path"])]
         p = quote(args["path"])
@@ -104,14 +130,19 @@ class FileModule(Module):
                 raise ModuleError(
                     f"{path} does not exist (state=file never creates; use touch or copy)"
                 )
-            create = f"mkdir -p -- {p}" if want == "directory" else f"touch -- {p}"
             # a symbolic mode applies to what mkdir/touch make: 0755 / 0644 (umask 022)
             mode = wanted_mode(args["mode"], {}, new=0o755 if want == "directory" else 0o644)
-            _, fix = attr_changes(path, {}, args["owner"], args["group"], mode)
+            if want == "directory":
+                made = _made_directories(path, args["owner"], args["group"], mode)
+            else:
+                made = [
+                    f"touch -- {p}",
+                    *attr_changes(path, {}, args["owner"], args["group"], mode)[1],
+                ]
             return Plan(
                 True,
                 changes=[f"create {'directory' if want == 'directory' else 'file'} {path}"],
-                steps=[Step("\n".join(["set -e", create, *fix]))],
+                steps=[Step("\n".join(["set -e", *made]))],
             )
         expected = "directory" if want == "directory" else "file"
         if kind != expected:
@@ -189,6 +220,7 @@ def _plan_link(args: dict[str, Any], st: dict[str, str]) -> Plan:
 class CopyModule(Module):
     name = "copy"
     path_arg = "dest"
+    batches_changes = True
     spec: tuple[Arg, ...] = (
         Arg("dest", required=True),
         Arg("content", "raw"),
@@ -221,8 +253,10 @@ class CopyModule(Module):
             args["data"] = read_controller_file(args["src"], ctx, "files")
         else:
             content = args["content"]
-            if not isinstance(content, str):  # a mapping/list given as content: JSON, as Ansible
+            if isinstance(content, dict | list):  # a mapping/list given as content: JSON
                 content = json.dumps(content, indent=4)
+            elif not isinstance(content, str):  # a number or boolean as Python writes it
+                content = str(content)
             args["data"] = content.encode()
         return args
 
@@ -389,6 +423,7 @@ def deep_merge(base: Any, extra: Any) -> Any:
 class JsonMergeModule(Module):
     name = "json_merge"
     path_arg = "path"
+    batches_changes = True
     spec: tuple[Arg, ...] = (
         Arg("path", required=True),
         Arg("data", "dict", required=True),

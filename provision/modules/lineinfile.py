@@ -32,6 +32,7 @@ from provision.shell import quote
 class LineInFileModule(Module):
     name = "lineinfile"
     path_arg = "path"
+    batches_changes = True
     spec = (
         Arg("path", required=True, aliases=("dest", "destfile", "name")),
         Arg("line"),

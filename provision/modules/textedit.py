@@ -22,6 +22,7 @@ _ATTRS = (Arg("owner"), Arg("group"), Arg("mode", "mode"))
 class BlockInFileModule(Module):
     name = "blockinfile"
     path_arg = "path"
+    batches_changes = True
     spec = (
         Arg("path", required=True, aliases=("dest", "destfile", "name")),
         Arg("state", default="present", choices=("present", "absent")),
@@ -130,6 +131,7 @@ def _insertion_point(
 class ReplaceModule(Module):
     name = "replace"
     path_arg = "path"
+    batches_changes = True
     spec = (
         Arg("path", required=True, aliases=("dest", "destfile", "name")),
         Arg("regexp", required=True),
