@@ -53,26 +53,28 @@ def _as_heredoc(data: bytes, marker: str) -> str | None:
     return text
 
 
-def _with_stdin(script: str, data: bytes | None, marker: str, then: str) -> str:
-    """``script`` in a subshell reading ``data`` (or nothing) on its stdin, followed by
-    ``then`` on its line (a here-document's body starts on the next): a configuration file as
-    it is, in a here-document; other data as base64 (decoded by one more process)."""
+def _with_stdin(script: str, data: bytes | None, marker: str) -> str:
+    """``script`` in a subshell reading ``data`` (or nothing) on its stdin: a configuration
+    file as it is, in a here-document; other data as base64 (decoded by one more process)."""
     if not data:
-        return f"(\n{script}\n) </dev/null {then}"
+        return f"(\n{script}\n) </dev/null"
     text = _as_heredoc(data, marker)
     if text is not None:
-        return f"(\n{script}\n) <<'{marker}' {then}\n{text}{marker}"
+        return f"(\n{script}\n) <<'{marker}'\n{text}{marker}"
     # base64's alphabet has no "@": the marker can never appear inside the data
     encoded = base64.encodebytes(data).decode()
-    return f"{{ base64 -d <<'{marker}'\n{encoded}{marker}\n}} | (\n{script}\n) {then}"
+    return f"{{ base64 -d <<'{marker}'\n{encoded}{marker}\n}} | (\n{script}\n)"
 
 
 def frame_changes(members: list[list[tuple[str, bytes | None]]], token: str) -> str:
     """One command running each member's steps (script, stdin) between markers."""
     parts = []
     for k, steps in enumerate(members):
+        # each step a statement of its own, its status tested on the next line: a step on the
+        # left of `||` would run with its own `set -e` ignored (POSIX), so a failing command
+        # inside it would not stop it and the step could end "successfully"
         body = "\n".join(
-            _with_stdin(script, data, f"@@{token}_{k}_{n}", "|| exit $?")
+            f'{_with_stdin(script, data, f"@@{token}_{k}_{n}")}\nr=$?; [ "$r" -eq 0 ] || exit "$r"'
             for n, (script, data) in enumerate(steps)
         )
         parts.append(

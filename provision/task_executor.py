@@ -21,6 +21,7 @@ from provision.errors import ProvisionError
 from provision.loops import LoopError, item_scope, loop_items
 from provision.modules import MODULES, TaskSkipped
 from provision.modules.base import (
+    UNDEFINED,
     Arg,
     ArgError,
     Context,
@@ -68,11 +69,11 @@ def exports(env: Mapping[str, str]) -> str:
 
 
 def value_of(name: str, variables: Vars, where: str) -> Any:
-    """debug's ``var``: the variable's value, or Ansible's "VARIABLE IS NOT DEFINED!"."""
+    """A variable's (or expression's) value for a module (debug's ``var``), or UNDEFINED."""
     try:
         return render("{{ " + name + " }}", variables, where)
     except TemplateError:
-        return "VARIABLE IS NOT DEFINED!"
+        return UNDEFINED
 
 
 def retry_delays(retries: int, delay: float, backoff: bool) -> list[float]:
@@ -678,7 +679,7 @@ class TaskExecutor:
         self, task: Task, plan: Plan, variables: Vars
     ) -> list[tuple[str, bytes | None]]:
         exported = exports(self.environment(task, variables))
-        return [(exported + step.script, step.stdin) for step in plan.steps]
+        return [(exported + (step.inline or step.script), step.stdin) for step in plan.steps]
 
     def change_batch(
         self,

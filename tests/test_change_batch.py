@@ -42,7 +42,7 @@ def test_each_member_keeps_its_own_output_status_and_stdin() -> None:
         [("echo first; echo warn >&2", None)],
         [("cat", secret), ("printf 'no newline'", None)],
         [("cat; cat /dev/null", b"text: a $HOME `x` \\ '@@tok_9_0' line\n")],
-        [("echo partial; exit 3", None)],
+        [("set -e; false; echo after a failure", None), ("echo nor this", None)],
         [("echo never", None)],
     ]
     done = _sh(frame_changes(members, "tok"))
@@ -52,7 +52,8 @@ def test_each_member_keeps_its_own_output_status_and_stdin() -> None:
     # a step's data reaches only that step, byte for byte, however it looks like a marker
     assert out[1] == Ran(0, secret.decode("latin-1") + "no newline", "")
     assert out[2] == Ran(0, "text: a $HOME `x` \\ '@@tok_9_0' line\n", "")  # as written
-    assert out[3] == Ran(3, "partial\n", "")
+    # a step's own `set -e` holds inside the batch: its failure stops it and the member
+    assert out[3] == Ran(1, "", "")
     assert out[4] is None  # after a failure nothing more runs
 
 

@@ -18,6 +18,7 @@ import pytest
 from provision.engine import frame_reads, split_reads
 from provision.modules import MODULES
 from provision.modules.base import ArgError, Context, ModuleError, Plan, parse_probe
+from provision.shell import verify_received
 
 CTX = Context()
 
@@ -169,6 +170,12 @@ def test_copy_new_content_is_an_atomic_write_with_data_on_stdin() -> None:
     (step,) = p.steps
     assert step.stdin == b"new\n"
     assert "new" not in step.script  # content never in the command line
+    # streamed on stdin it is checked whole before the rename; carried inside a batch's
+    # command (which arrives whole or not at all) the same write without that check
+    assert "sha256sum -c" in step.script and step.inline is not None
+    assert step.inline.replace("\n", "") in step.script.replace("\n", "").replace(
+        verify_received('"$t"', 4, hashlib.sha256(b"new\n").hexdigest(), '"$d"'), ""
+    )
     lines = step.script.splitlines()
     assert lines[:3] == ["set -e", "d=/etc/x", "t=$(mktemp /etc/.provision.XXXXXX)"]
     assert 'chmod 640 "$t"' in lines

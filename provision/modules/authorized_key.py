@@ -24,6 +24,7 @@ from provision.modules.base import (
     Plan,
     Step,
     atomic_write_script,
+    key_values,
     noop,
     unified_diff,
 )
@@ -133,7 +134,7 @@ class AuthorizedKeyModule(Module):
         )
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
-        seen = dict(line.split("=", 1) for line in (state or "").splitlines() if "=" in line)
+        seen = key_values(state)
         if "home" not in seen:
             raise ArgError(f"module 'authorized_key': user '{args['user']}' does not exist")
         path = seen["path"]

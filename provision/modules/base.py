@@ -57,6 +57,10 @@ class Step:
     script: str
     stdin: bytes | None = None
     timeout: float | None = None
+    # the same step for ``stdin`` carried inside the command (a change batch's here-document)
+    # instead of streamed: a command arrives whole or not at all, so it skips the check that
+    # streamed data arrived whole (two programs per file written)
+    inline: str | None = None
 
 
 @dataclass
@@ -86,6 +90,16 @@ def noop(reason: str, **result: Any) -> Plan:
     return Plan(changed=False, reason=reason, result=dict(result))
 
 
+class _Undefined:
+    """What :attr:`Context.value_of` gives for a variable that is not defined."""
+
+    def __repr__(self) -> str:
+        return "UNDEFINED"
+
+
+UNDEFINED: Any = _Undefined()
+
+
 @dataclass
 class Context:
     """What a module may know besides its arguments (controller side)."""
@@ -97,7 +111,8 @@ class Context:
     render: Callable[[str], str] | None = None  # renders template text with the task's vars
     peers: Member | None = None  # this host's handle on the run's image fan-out (docker_image)
     verbosity: int = 0  # the run's -v count (debug's ``verbosity``)
-    value_of: Callable[[str], Any] | None = None  # a variable's value (debug's ``var``)
+    # a variable's value (debug's ``var``), UNDEFINED for a variable the task cannot see
+    value_of: Callable[[str], Any] | None = None
     role_path: str | None = None  # the directory of the role the task comes from, if any
 
     def search_dirs(self) -> tuple[str, ...]:
@@ -339,13 +354,20 @@ def path_probe(path: str, *, content: bool = False) -> str:
     return "\n".join(lines)
 
 
-def parse_probe(text: str | None) -> dict[str, str]:
-    """``key=value`` lines of :func:`path_probe` -> dict (``content`` decoded stays base64)."""
+def key_values(text: str | None) -> dict[str, str]:
+    """The ``key=value`` lines a state snippet printed -> dict (a later key wins; lines
+    without ``=`` are not state)."""
     out: dict[str, str] = {}
     for line in (text or "").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             out[key.strip()] = value
+    return out
+
+
+def parse_probe(text: str | None) -> dict[str, str]:
+    """``key=value`` lines of :func:`path_probe` -> dict (``content`` decoded stays base64)."""
+    out = key_values(text)
     if "sha256" in out:  # sha256sum prints "HASH  -"
         out["sha256"] = out["sha256"].split()[0] if out["sha256"].split() else ""
     out.setdefault("type", "absent")
@@ -406,6 +428,7 @@ def atomic_write_script(
     backup: bool,
     validate: str | None = None,
     copied_from: tuple[str, str] | None = None,
+    check_received: bool = True,
 ) -> str:
     """Write stdin (``data``) to ``path`` atomically: temp file beside it, attributes, optional
     backup of the old file, rename. Without an explicit mode a replaced file keeps its own
@@ -419,6 +442,9 @@ def atomic_write_script(
     both: a dropped connection or a killed controller ends stdin early, and ``cat`` cannot tell
     that from the end of the data, so without the check the partial file would replace the old
     one. On any failure or signal the temp file is removed and the old file stays as it was.
+
+    ``check_received`` False leaves that check out, for data that travels inside the command
+    (:attr:`Step.inline`).
 
     ``validate`` (Ansible's copy/template ``validate``: a command with ``%s``) checks the
     complete temp file before it replaces anything; its failure leaves the old file.
@@ -435,7 +461,7 @@ def atomic_write_script(
     fresh = 'chmod 644 "$t"' if mode is None else ":"
     fill = [
         'cat > "$t"',
-        verify_received('"$t"', size, digest, '"$d"'),
+        *([verify_received('"$t"', size, digest, '"$d"')] if check_received else []),
         f'if [ -e "$d" ]; then {"; ".join(kept) or ":"}; else {fresh}; fi',
     ]
     if copied_from is not None:

@@ -13,7 +13,16 @@ import os
 import re
 from typing import Any
 
-from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, noop
+from provision.modules.base import (
+    UNDEFINED,
+    Arg,
+    ArgError,
+    Context,
+    Module,
+    ModuleError,
+    Plan,
+    noop,
+)
 from provision.modules.reboot import TaskSkipped
 
 
@@ -126,7 +135,9 @@ class DebugModule(Module):
         if args["verbosity"] > ctx.verbosity:
             raise TaskSkipped(f"verbosity threshold not met (needs -{'v' * args['verbosity']})")
         if args["var"] is not None:
-            value = ctx.value_of(args["var"]) if ctx.value_of else None
+            value = ctx.value_of(args["var"]) if ctx.value_of else UNDEFINED
+            if value is UNDEFINED:
+                value = "VARIABLE IS NOT DEFINED!"  # what Ansible's debug shows
             return noop(f"{args['var']}: {_shown(value)}", **{args["var"]: value})
         msg = "Hello world!" if args["msg"] is None else args["msg"]
         return noop(_shown(msg), msg=msg)

@@ -18,7 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 from provision.localfile import replace_file
-from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, noop
+from provision.modules.base import (
+    Arg,
+    ArgError,
+    Context,
+    Module,
+    ModuleError,
+    Plan,
+    key_values,
+    noop,
+)
 from provision.shell import quote
 from provision.ssh import Session
 
@@ -57,7 +66,7 @@ class FetchModule(Module):
         return os.path.join(dest, host, src.lstrip("/"))
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
-        seen = dict(line.split("=", 1) for line in (state or "").splitlines() if "=" in line)
+        seen = key_values(state)
         kind, src = seen.get("kind", "absent"), args["src"]
         if kind != "file":
             why = {"directory": "is a directory", "unreadable": "cannot be read"}.get(

@@ -7,6 +7,7 @@ sent. Writes are atomic (temp file + rename, see :func:`atomic_write_script`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -395,7 +396,8 @@ def plan_write(
         new = remote.content if remote else data
         diff = unified_diff(dest, content_of(st), new, ctx.no_log)
     before = {**st, "mode": remote.mode} if remote and kind == "file" else st
-    script = atomic_write_script(
+    write = functools.partial(
+        atomic_write_script,
         dest,
         data,
         owner=owner,
@@ -403,9 +405,11 @@ def plan_write(
         mode=wanted_mode(mode, before),
         backup=bool(args.get("backup")),
         validate=args.get("validate"),
-        copied_from=(remote.path, remote.sha256) if remote else None,
     )
-    step = Step(script) if remote else Step(script, data)
+    if remote:
+        step = Step(write(copied_from=(remote.path, remote.sha256)))
+    else:
+        step = Step(write(), data, inline=write(check_received=False))
     return Plan(True, changes=changes, steps=[step], diff=diff, result={"checksum": digest})
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provision.modules.base import Context, Module, Plan
+from provision.modules.base import UNDEFINED, Context, Module, Plan
 from provision.modules.control import TaskFailure
 
 # module -> the OS family it is written for (Ansible's ansible_os_family values:
@@ -48,8 +48,8 @@ class OtherFamilyModule(Module):
 
     def plan(self, args: dict[str, Any], state: str | None, ctx: Context) -> Plan:
         here = "provision manages Debian and Ubuntu hosts"
-        family = ctx.value_of("ansible_os_family") if ctx.value_of is not None else None
-        if isinstance(family, str) and family.isidentifier():  # not debug's "NOT DEFINED!"
+        family = ctx.value_of("ansible_os_family") if ctx.value_of is not None else UNDEFINED
+        if isinstance(family, str):
             here = f"this host's ansible_os_family is {family}"
         raise TaskFailure(
             f"module '{self.name}' is for {self.family}-family hosts and {here}; guard the "
