@@ -113,6 +113,24 @@ def test_file_directory_created_with_attributes_on_every_directory_it_makes(
     assert tmp_path.stat().st_mode & 0o7777 == 0o700
 
 
+def test_directories_made_at_once_by_several_processes_all_succeed(tmp_path: Path) -> None:
+    """Eight tasks making sibling directories under the same missing parents at the same time
+    (hosts sharing a file system, or another program): each finds a parent another one has
+    just made, which is no error (Ansible's ensure_directory: EEXIST on a directory is fine)."""
+    for trial in range(10):
+        scripts = []
+        for n in range(8):
+            path = tmp_path / str(trial) / "a" / "b" / f"h{n}"
+            args = {"path": str(path), "state": "directory", "mode": "0750"}
+            scripts.append(plan("file", args, "type=absent").steps[0].script)
+        running = [subprocess.Popen(["sh", "-c", s], stderr=subprocess.PIPE) for s in scripts]
+        errors = [p.communicate()[1].decode() for p in running if p.wait() != 0]
+        assert errors == []
+        assert sorted(d.name for d in (tmp_path / str(trial) / "a" / "b").iterdir()) == [
+            f"h{n}" for n in range(8)
+        ]
+
+
 def test_file_directory_present_is_a_noop_or_fixes_only_what_differs() -> None:
     state = file_state("directory", mode="755")
     same = plan("file", {"path": "/srv", "state": "directory", "mode": "0755"}, state)

@@ -51,7 +51,10 @@ def _made_directories(
     for directory in reversed(chain):
         q = quote(directory)
         fix = attr_changes(directory, {}, owner, group, mode)[1]
-        lines.append(f"if [ ! -e {q} ]; then mkdir -- {q}{''.join('; ' + c for c in fix)}; fi")
+        # another process may make it meanwhile: as Ansible, a directory there is no error
+        # (and the second mkdir says why, when it is not one)
+        made = f"mkdir -- {q} 2>/dev/null || [ -d {q} ] || mkdir -- {q}"
+        lines.append(f"if [ ! -e {q} ]; then {made}{''.join('; ' + c for c in fix)}; fi")
     return lines
 
 
