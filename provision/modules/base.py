@@ -62,6 +62,11 @@ class Step:
     # streamed data arrived whole (two programs per file written)
     inline: str | None = None
 
+    def after(self, first: str) -> Step:
+        """This step with the commands ``first`` run before it, in both of its forms."""
+        inline = None if self.inline is None else f"{first}\n{self.inline}"
+        return Step(f"{first}\n{self.script}", self.stdin, self.timeout, inline)
+
 
 @dataclass
 class Plan:

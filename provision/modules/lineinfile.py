@@ -110,8 +110,7 @@ def plan_edit(
     if data != old or kind == "absent":
         plan.changes = [f"{path}: {what}", *plan.changes[1:]]
     if kind == "absent":  # Ansible creates the missing directories of a created file
-        write = plan.steps[0]
-        write.script = f"mkdir -p -- {quote(os.path.dirname(path) or '.')}\n{write.script}"
+        plan.steps[0] = plan.steps[0].after(f"mkdir -p -- {quote(os.path.dirname(path) or '.')}")
     return plan
 
 
