@@ -48,6 +48,14 @@ class Source:
 
 
 @dataclass
+class LanEnd:
+    """Where a receiver listens for a direct transfer (``fanout_transport: direct``)."""
+
+    address: str
+    port: int = 0  # 0: any free port
+
+
+@dataclass
 class Receiver:
     """A host waiting for the image, with what the transfer that feeds it needs of it."""
 
@@ -56,6 +64,7 @@ class Receiver:
     become: bool | None
     on_progress: Callable[[str], None]
     exclude: set[str] = field(default_factory=set)  # sources whose side broke for it
+    lan: LanEnd | None = None  # where a source reaches it directly (None: through the relay)
 
 
 @dataclass
@@ -296,8 +305,10 @@ class Member:
     def role(self, ref: str, free: int | None) -> Role:
         return self.fanout.role(ref, self.host, free)
 
-    def acquire(self, ref: str, exclude: set[str], become: bool | None) -> Transfer | None:
-        me = Receiver(self.host, self.session, become, self.on_progress, set(exclude))
+    def acquire(
+        self, ref: str, exclude: set[str], become: bool | None, lan: LanEnd | None = None
+    ) -> Transfer | None:
+        me = Receiver(self.host, self.session, become, self.on_progress, set(exclude), lan)
         return self.fanout.acquire(ref, me)
 
     def release(self, ref: str, source: str, broken: bool) -> None:
@@ -318,6 +329,7 @@ __all__ = [
     "RECEIVERS",
     "FanOut",
     "FanOutFailed",
+    "LanEnd",
     "Member",
     "Receiver",
     "Role",

@@ -148,6 +148,9 @@ class _ProcessStream:
         return code, self.proc.stderr.read().decode("utf-8", errors="replace")
 
     def abort(self) -> None:
+        # stdin closed as well, as sshd closes it with the channel: a command that waits on
+        # its input (a fan-out listener) ends even when it is not the shell that is killed
+        self.close_input()
         with contextlib.suppress(OSError):
             self.proc.kill()
 

@@ -273,6 +273,9 @@ def test_images_are_pulled_with_the_configured_bounds():
             "password": "",
             "fanout": False,  # off unless images_fanout is set: every host pulls, as before
             "fanout_rate": 0,
+            "fanout_transport": "ssh",  # through the controller unless asked otherwise
+            "fanout_address": "",
+            "fanout_port": 0,
         }
     ]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -420,6 +421,101 @@ def test_a_digest_the_registry_lacks_fails_every_host_with_the_registry_s_messag
     for host, msg in failed.items():
         if host != pullers[0]:
             assert f"{pullers[0]} could not pull the image for the others" in msg, msg
+
+
+class DirectStreams:
+    """The TCP connections a ``docker load`` reads from, seen from outside (the lab hosts share
+    this machine's network namespace): ``ss`` polled every 0.1 s, the most bytes each
+    receiving address took on a socket owned by a ``docker`` process (the load that the
+    listener became; the docker CLI talks to dockerd over a unix socket, never TCP)."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self.stop.is_set():
+            out = subprocess.run(
+                ["ss", "-Htnpi", "state", "established"], capture_output=True, text=True
+            ).stdout
+            for sock, info in zip(out.splitlines()[::2], out.splitlines()[1::2], strict=False):
+                got = re.search(r"bytes_received:(\d+)", info)
+                if '(("docker",' in sock and got:
+                    local = sock.split()[2].rsplit(":", 1)[0].removeprefix("[::ffff:")
+                    address = local.rstrip("]")
+                    self.received[address] = max(self.received.get(address, 0), int(got[1]))
+            time.sleep(0.1)
+
+    def __enter__(self) -> DirectStreams:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_the_direct_transport_moves_the_image_host_to_host(fan: FanLab) -> None:
+    for host in fan.hosts:
+        fan.drop(host)
+    before = fan.blob_gets()
+    with DirectStreams() as streams:
+        result, events = fan.run(images_fanout_transport="direct", images_fanout_rate=6e6)
+    assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]
+    after = fan.blob_gets()
+    assert {d: after.get(d, 0) - before.get(d, 0) for d in fan.layers} == {d: 1 for d in fan.layers}
+    items = {r.host: r.data["results"][0] for r in result.results if r.task == "shared images"}
+    receivers = {h: i for h, i in items.items() if i.get("received")}
+    assert len(receivers) == 3, items
+    assert {i["transport"] for i in receivers.values()} == {"direct"}, receivers
+    by_name = {h.name: h for h in fan.hosts}
+    for name in receivers:
+        # the image's bytes reached the receiver's docker load on a TCP socket of its own
+        # address: host to host, not through the controller's SSH channels
+        assert streams.received.get(by_name[name].address, 0) > 0.8 * fan.layer_bytes, (
+            name,
+            streams.received,
+        )
+    for host in fan.hosts:
+        assert fan.held_id(host) == fan.image_id, host.name
+    texts = [e.result.msg for e in events if e.status == "progress" and e.result is not None]
+    assert any(re.search(r" from \S+: .* MB/s, ETA \d+ s; lab-wide", t) for t in texts), texts
+
+
+def test_a_receiver_the_source_cannot_reach_gets_the_image_through_the_controller(
+    fan: FanLab,
+) -> None:
+    victim = fan.hosts[2]
+    fan.drop(victim)
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) answers nobody: the source cannot reach the listener
+    result, _ = fan.run(images_fanout_transport="direct", images_fanout_address="192.0.2.1")
+    assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]
+    (item,) = next(
+        r for r in result.results if r.host == victim.name and r.task == "shared images"
+    ).data["results"]
+    assert item["received"] is True and item["transport"] == "ssh", item
+    assert item["attempts"] == 1  # a fallback, not a retry
+    assert fan.held_id(victim) == fan.image_id
+
+
+def test_a_direct_load_killed_halfway_is_retried_in_the_same_run(fan: FanLab) -> None:
+    victim = fan.hosts[3]
+    fan.drop(victim)
+    killed: list[str] = []
+    killer = threading.Thread(target=_kill_docker_load, args=(victim, killed))
+    killer.start()
+    result, _ = fan.run(
+        images_fanout_transport="direct", images_fanout_rate=6e6, images_pull_retry_delay=1
+    )
+    killer.join()
+    assert killed, "docker load never ran on the victim"
+    assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]
+    (item,) = next(
+        r for r in result.results if r.host == victim.name and r.task == "shared images"
+    ).data["results"]
+    assert item["attempts"] == 2 and item["transport"] == "direct", item
+    assert fan.held_id(victim) == fan.image_id
 
 
 def _curl_pull_seen(hosts: list[BootedHost], seen: list[str], stop: threading.Event) -> None:

@@ -27,11 +27,12 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from provision import pull
+from provision import lan, pull
 from provision.audit.probe import pin_tag
-from provision.fanout import FanOutFailed, Member, Transfer
+from provision.fanout import FanOutFailed, LanEnd, Member, Receiver, Transfer
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step, noop
 from provision.shell import quote
 from provision.ssh import CommandResult
@@ -338,6 +339,9 @@ class DockerImageModule(Module):
         Arg("retry_delay", "raw", default=5),
         Arg("fanout", "bool", default=False),
         Arg("fanout_rate", "raw", default=0),
+        Arg("fanout_transport", default="ssh", choices=("ssh", "direct")),
+        Arg("fanout_address", default=""),
+        Arg("fanout_port", "int", default=0),
     )
 
     def check_combination(self, args: dict[str, Any]) -> None:
@@ -361,6 +365,9 @@ class DockerImageModule(Module):
         retries = args.get("retries")
         if isinstance(retries, int) and not isinstance(retries, bool) and retries < 0:
             raise ArgError("argument 'retries' must be 0 or more")
+        port = args.get("fanout_port")
+        if isinstance(port, int) and not isinstance(port, bool) and not 0 <= port <= 65535:
+            raise ArgError("argument 'fanout_port' must be a TCP port (1-65535), or 0 for any")
         for key in ("disk_factor", "retry_delay", "fanout_rate"):
             if args.get(key) is not None:
                 _number(key, args[key])
@@ -715,7 +722,7 @@ def receive(
     while True:
         attempts += 1
         try:
-            transfer = peers.acquire(ref, broken, become)
+            transfer = peers.acquire(ref, broken, become, lan_end(args, session))
         except FanOutFailed as exc:
             raise PullFailed(str(exc), attempts) from None
         if transfer is None:  # nobody holds it and nobody pulls it (the puller gave up): pull
@@ -753,7 +760,8 @@ def receive(
             "received": True,
             "source": src.host,
             "id": src.image_id,
-            "bytes": outcome,
+            "bytes": outcome.bytes,
+            "transport": outcome.transport,
             "seconds": round(time.monotonic() - started, 2),
             "size": src.size,
             "attempts": attempts,
@@ -761,10 +769,19 @@ def receive(
         }
 
 
-def lead_transfer(args: dict[str, Any], transfer: Transfer, peers: Member) -> int | _StreamFailed:
+def lan_end(args: dict[str, Any], session: Any) -> LanEnd | None:
+    """Where a source reaches this host directly (``fanout_transport: direct``): its
+    ``fanout_address``, else the address provision connects to; None for the SSH relay."""
+    if args["fanout_transport"] != "direct":
+        return None
+    address = str(args["fanout_address"] or "").strip() or session.spec.hostname
+    return LanEnd(address, args["fanout_port"]) if address else None
+
+
+def lead_transfer(args: dict[str, Any], transfer: Transfer, peers: Member) -> Outcome:
     """Run the transfer for all its receivers, hand each its outcome, free the source; this
     host's own outcome (bytes moved, or why not)."""
-    outcomes: dict[str, int | _StreamFailed] = {}
+    outcomes: dict[str, Outcome] = {}
     try:
         outcomes = stream_transfer(args, transfer, peers)
     finally:  # whatever happened here, the others stop waiting and the source is free again
@@ -775,24 +792,155 @@ def lead_transfer(args: dict[str, Any], transfer: Transfer, peers: Member) -> in
     return outcomes[peers.host]
 
 
-def stream_transfer(
-    args: dict[str, Any], transfer: Transfer, peers: Member
-) -> dict[str, int | _StreamFailed]:
-    """One ``docker save`` on the source into ``load_script`` on every receiver: per
-    receiver, the bytes moved or why not (_StreamFailed says which side broke)."""
-    ref, limit = args["name"], float(args["timeout"])
-    src, started = transfer.source, time.monotonic()
+@dataclass(frozen=True)
+class _Moved:
+    """A receiver's image arrived: the bytes moved, and how (``direct`` or ``ssh``)."""
+
+    bytes: int
+    transport: str
+
+
+Outcome = _Moved | _StreamFailed
+
+
+def stream_transfer(args: dict[str, Any], transfer: Transfer, peers: Member) -> dict[str, Outcome]:
+    """One ``docker save`` on the source into ``load_script`` on every receiver, straight over
+    the LAN for receivers that listen for it (:mod:`provision.lan`), through the controller's
+    channels for the others and for those the source could not reach: per receiver, what
+    arrived or why not (_StreamFailed says which side broke)."""
     hosts = {
         r.host: Member(peers.fanout, r.host, r.session, r.on_progress) for r in transfer.receivers
     }
+    outcomes: dict[str, Outcome] = {}
+    relayed = [r for r in transfer.receivers if r.lan is None]
+    direct = [r for r in transfer.receivers if r.lan is not None]
+    if direct:
+        arrived, unreached = direct_transfer(args, transfer, direct, hosts)
+        outcomes.update(arrived)
+        relayed += unreached
+    if relayed:
+        outcomes.update(relay_transfer(args, transfer, relayed, hosts))
+    return outcomes
+
+
+def _save_failed(source: str, code: int, err: str) -> _StreamFailed:
+    return _StreamFailed(f"docker save on {source} failed (exit {code}): {err[-300:]}", True)
+
+
+def _load_outcome(code: int, err: str, moved: int, transport: str) -> Outcome:
+    if code != 0:
+        return _StreamFailed(f"docker load failed (exit {code}): {err.strip()[-300:]}", False)
+    return _Moved(moved, transport)
+
+
+def direct_transfer(
+    args: dict[str, Any], transfer: Transfer, receivers: list[Receiver], hosts: dict[str, Member]
+) -> tuple[dict[str, Outcome], list[Receiver]]:
+    """The source sends straight to each receiver's listener; returns the outcomes, and the
+    receivers that could not listen or be reached (for the relay)."""
+    ref, src, started = args["name"], transfer.source, time.monotonic()
+    listeners, unreached = _start_listeners(args, src.image_id, receivers)
+
+    def report(done: int, seconds: float) -> None:
+        for host in listeners:
+            report_progress(hosts[host], ref, src.host, progress(done, src.size, seconds))
+
+    try:
+        if not listeners:
+            return {}, unreached
+        endpoints = [listener.endpoint for listener in listeners.values()]
+        become, limit = transfer.receivers[0].become, float(args["timeout"])
+        try:
+            said, err = lan.run_sender(
+                src.session,
+                src.image_id,
+                endpoints,
+                become=become,
+                limit=limit,
+                rate=args["fanout_rate"],
+                on_sent=report,
+            )
+        except StreamError as exc:
+            return {h: _StreamFailed(str(exc), True) for h in listeners}, unreached
+        for host, listener in list(listeners.items()):
+            if listener.endpoint.index in said.unreachable:
+                why = said.unreachable[listener.endpoint.index]
+                log.warning(
+                    "%s: %s cannot reach it (%s); through the controller", host, src.host, why
+                )
+                listener.stream.abort()
+                del listeners[host]
+                unreached.append(receivers[listener.endpoint.index])
+        outcomes = {
+            host: _direct_outcome(
+                listener, said, err, src.host, limit - (time.monotonic() - started)
+            )
+            for host, listener in listeners.items()
+        }
+    finally:  # a listener left waiting would hold its port until its channel closes
+        for listener in listeners.values():
+            listener.stream.abort()
+    for host, outcome in outcomes.items():
+        if isinstance(outcome, _Moved):
+            hosts[host].count(ref, outcome.bytes, outcome.bytes)
+    return outcomes, unreached
+
+
+def _start_listeners(
+    args: dict[str, Any], image_id: str, receivers: list[Receiver]
+) -> tuple[dict[str, lan.Listener], list[Receiver]]:
+    """A listener on every receiver that can run one; those that cannot, for the relay."""
+    load = load_script(args["name"], image_id)
+    listeners: dict[str, lan.Listener] = {}
+    unreached: list[Receiver] = []
+    for index, r in enumerate(receivers):
+        assert r.lan is not None
+        try:
+            listeners[r.host] = lan.start_listener(
+                r.session,
+                load,
+                index=index,
+                address=r.lan.address,
+                port=r.lan.port,
+                become=r.become,
+                limit=float(args["timeout"]),
+            )
+        except StreamError as exc:
+            log.warning("%s: no direct transfer (%s); through the controller", r.host, exc)
+            unreached.append(r)
+    return listeners, unreached
+
+
+def _direct_outcome(
+    listener: lan.Listener, said: lan.SendLog, save_err: str, source: str, left: float
+) -> Outcome:
+    """One receiver's outcome, from what the sender said and its load's exit status."""
+    code, load_err = listener.stream.wait(max(60.0, left))
+    index = listener.endpoint.index
+    if said.save_code:
+        return _save_failed(source, said.save_code, save_err)
+    if index in said.cut:
+        return _StreamFailed(f"the direct stream from {source} broke: {said.cut[index]}", False)
+    if code == lan.NOBODY_CAME:
+        return _StreamFailed(f"{source} never connected to this host's listener", False)
+    return _load_outcome(code, load_err, said.sent, "direct")
+
+
+def relay_transfer(
+    args: dict[str, Any], transfer: Transfer, receivers: list[Receiver], hosts: dict[str, Member]
+) -> dict[str, Outcome]:
+    """``docker save`` on the source copied by the controller into every receiver's
+    ``docker load``, on channels of the connections it holds."""
+    ref, limit = args["name"], float(args["timeout"])
+    src, started = transfer.source, time.monotonic()
     save = f"docker save {quote(src.image_id)}"
     try:
         source = open_stream(src.session, save, become=transfer.receivers[0].become, limit=limit)
     except StreamError as exc:
-        return {h: _StreamFailed(str(exc), True) for h in hosts}
-    outcomes: dict[str, int | _StreamFailed] = {}
+        return {r.host: _StreamFailed(str(exc), True) for r in receivers}
+    outcomes: dict[str, Outcome] = {}
     targets: dict[str, Stream] = {}
-    for r in transfer.receivers:
+    for r in receivers:
         try:
             load = load_script(ref, src.image_id)
             targets[r.host] = open_stream(r.session, load, become=r.become, limit=limit)
@@ -825,16 +973,13 @@ def stream_transfer(
         t_code, t_err = target.wait(max(60.0, limit - (time.monotonic() - started)))
         target.abort()
         if s_code != 0:
-            why = f"docker save on {src.host} failed (exit {s_code}): {s_err[-300:]}"
-            outcomes[host] = _StreamFailed(why, True)
+            outcomes[host] = _save_failed(src.host, s_code, s_err)
         elif host in cut:
             outcomes[host] = _StreamFailed(str(cut[host]), False)
-        elif t_code != 0:
-            why = f"docker load failed (exit {t_code}): {t_err.strip()[-300:]}"
-            outcomes[host] = _StreamFailed(why, False)
         else:
-            outcomes[host] = moved
-            hosts[host].count(ref, moved, moved)
+            outcomes[host] = _load_outcome(t_code, t_err, moved, "ssh")
+            if t_code == 0:
+                hosts[host].count(ref, moved, moved)
     return outcomes
 
 
