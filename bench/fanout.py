@@ -8,7 +8,7 @@ real registry, reached only through a rate-limited proxy (tests/lab/uplink.py) s
 lab's internet link. The shipped playbooks/images.yml then brings one digest-pinned image of
 incompressible data to every host, with ``images_fanout`` off (every host pulls, at most
 images_pull_concurrency = N at once) and on (one pull, then LAN transfers; with --receivers, once
-per number of receivers one ``docker save`` feeds, provision.fanout.RECEIVERS, and per
+per number of receivers one ``docker save`` feeds, ``images_fanout_receivers``, and per
 transport: ``ssh`` through the controller, ``direct`` host to host), alternating,
 after the image was removed from every host. Measured: wall time of the run, bytes through the
 uplink (the proxy's count), layer downloads in the registry's access log, and the bytes the
@@ -29,7 +29,7 @@ from tabulate import tabulate
 
 from bench.common import HERE, save
 from provision import fanout as fanout_mod
-from provision.engine import ApplyOptions, run_playbook
+from provision.engine import ApplyOptions, Event, run_playbook
 from provision.inventory import load_inventory
 from tests.lab.booted import BootedLab, require_lab_tools, write_inventory, write_known_hosts
 from tests.lab.images import Upstream, prepare_upstream
@@ -44,9 +44,10 @@ def modes(receivers: list[int], transports: list[str]) -> dict[str, tuple[int, s
     for each transport is "fan-out <transport>"."""
     out: dict[str, tuple[int, str] | None] = {PARALLEL: None}
     for transport in transports:
-        out[f"fan-out {transport}"] = (fanout_mod.RECEIVERS, transport)
+        default = fanout_mod.RECEIVERS[transport]
+        out[f"fan-out {transport}"] = (default, transport)
         for k in receivers:
-            if k != fanout_mod.RECEIVERS:
+            if k != default:
                 out[f"fan-out {transport} k={k}"] = (k, transport)
     return out
 
@@ -68,6 +69,33 @@ def controller_bytes(result: Any) -> int:
     return total
 
 
+class Phases:
+    """When the run reached the image task, and when its hosts finished it (seconds from the
+    start): the reads before it, the first host done (the pull), the last (the transfers)."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.task_start: float | None = None
+        self.done: list[float] = []
+
+    def see(self, event: Event) -> None:
+        if event.task != "shared images":
+            return
+        now = time.monotonic() - self.started
+        if event.status == "start" and self.task_start is None:
+            self.task_start = now
+        elif event.status in ("ok", "changed", "failed"):
+            self.done.append(now)
+
+    def summary(self) -> dict[str, float | None]:
+        first = min(self.done, default=None)
+        return {
+            "image_task_start_s": round(self.task_start or 0, 2),
+            "first_host_done_s": round(first, 2) if first is not None else None,
+            "last_host_done_s": round(max(self.done), 2) if self.done else None,
+        }
+
+
 def one_run(
     upstream: Upstream,
     uplink: Uplink,
@@ -76,11 +104,11 @@ def one_run(
     mode: tuple[int, str] | None,
 ) -> dict[str, Any]:
     fanout = mode is not None
-    receivers, transport = mode or (fanout_mod.RECEIVERS, "ssh")
-    fanout_mod.RECEIVERS = receivers  # read by the run's coordinator
+    receivers, transport = mode or (0, "ssh")
     for host in hosts:
         upstream.drop(host)
     ref = f"{uplink.endpoint}/lab/fan@{upstream.digest}"
+    phases = Phases()
     opts = ApplyOptions(
         known_hosts=(os.path.join(workdir, "known_hosts"),),
         forks=len(hosts),
@@ -88,13 +116,15 @@ def one_run(
             "shared_images": [ref],
             "images_fanout": fanout,
             "images_fanout_transport": transport,
+            "images_fanout_receivers": receivers,
             "images_pull_concurrency": len(hosts),
         },
+        on_event=phases.see,
     )
     inventory = load_inventory(os.path.join(workdir, "inventory.ini"))
     uplink.reset()
     gets = upstream.blob_gets()
-    started = time.monotonic()
+    started = phases.started = time.monotonic()
     result = run_playbook(inventory, IMAGES_YML, opts)
     wall = time.monotonic() - started
     after = upstream.blob_gets()
@@ -108,6 +138,7 @@ def one_run(
         "uplink_x_image": round(uplink.down / upstream.layer_bytes, 2),
         "layer_downloads": sum(after.get(d, 0) - gets.get(d, 0) for d in upstream.layers),
         "controller_x_image": round(controller_bytes(result) / upstream.layer_bytes, 2),
+        **phases.summary(),
         "all_ok": result.exit_code == 0
         and all(d.stdout.strip() == upstream.image_id for d in held),
     }
@@ -126,14 +157,10 @@ def bench_n(
         host, port = upstream.registry.rsplit(":", 1)
         kinds = modes(receivers, transports)
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in kinds}
-        default = fanout_mod.RECEIVERS
         with Uplink((host, int(port)), rate) as uplink:
-            try:
-                for _ in range(repeat):
-                    for mode, k in kinds.items():
-                        runs[mode].append(one_run(upstream, uplink, hosts, workdir, k))
-            finally:
-                fanout_mod.RECEIVERS = default
+            for _ in range(repeat):
+                for mode, k in kinds.items():
+                    runs[mode].append(one_run(upstream, uplink, hosts, workdir, k))
         out: dict[str, Any] = {
             "hosts": n,
             "image_bytes": upstream.layer_bytes,
@@ -149,6 +176,10 @@ def bench_n(
                 "receivers": (kinds[mode] or (None, ""))[0],
                 "transport": (kinds[mode] or (None, ""))[1],
                 "all_ok": all(s["all_ok"] for s in samples),
+                "phases_s": [
+                    statistics.median(s[key] or 0 for s in samples)
+                    for key in ("image_task_start_s", "first_host_done_s", "last_host_done_s")
+                ],
                 "samples": samples,
             }
         par = out["modes"][PARALLEL]
@@ -174,9 +205,11 @@ def table(results: list[dict[str, Any]]) -> str:
                     f"{m.get('controller_x_image', 0):.2f}x" if mode != PARALLEL else "",
                     "yes" if m["all_ok"] else "NO",
                     f"{m['speedup']:.1f}x" if mode != PARALLEL else "",
+                    " / ".join(f"{x:.1f}" for x in m.get("phases_s", [])),
                 ]
             )
     headers = ["N", "mode", "wall s", "uplink", "layer GETs", "controller", "all ok", "speed-up"]
+    headers.append("image task: start / first done / last done (s)")
     return tabulate(rows, headers=headers, disable_numparse=True, tablefmt="github")
 
 

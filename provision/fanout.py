@@ -9,10 +9,10 @@ until every host of the batch has either reported on the image or finished its p
 that already holds the image is found before anyone pulls, and the puller is the lacking host
 with the most free space on Docker's data root (inventory order breaks ties). Every host that
 ends with the image becomes a source in turn. A source serves one :class:`Transfer` at a time:
-one ``docker save`` that the controller copies to up to :data:`RECEIVERS` waiting hosts at
-once (the controller's link carries the image once in and k times out, (1 + k)·S, where k
-single transfers carried 2k·S), so the holders grow (1 + k)-fold each round (k = 7:
-1 -> 8 -> 64): a tree, not a star.
+one ``docker save`` copied to up to k waiting hosts at once (:data:`RECEIVERS` by transport,
+or the task's ``fanout_receivers``), so the holders grow (1 + k)-fold each round (k = 7 through
+the controller: 1 -> 8 -> 64, its link carrying the image once in and k times out, (1 + k)·S
+where k single transfers carried 2k·S; k = 1 host to host: a doubling tree): not a star.
 
 Only verified images are offered: for a reference pinned by digest, an image whose registry
 digests (or provision's pin tag, see :func:`provision.audit.probe.pin_tag`) name the digest; for
@@ -32,7 +32,11 @@ from provision.errors import ProvisionError
 
 MEET_WAIT = 60.0  # seconds the first request waits for the batch's other hosts to report
 SOURCE_STREAMS = 1  # transfers (docker saves) one source serves at once
-RECEIVERS = 7  # receivers one transfer feeds at once (docs/performance.md: 1, 3, 7 measured)
+# Receivers one transfer feeds at once, by transport (docs/performance.md: 1, 3, 7 measured).
+# Through the controller, its link carries one copy per receiver whatever k is, and a larger k
+# saves it the source's copy and the sources their saves; host to host, the source's own link
+# carries k copies at once, so one receiver per transfer (a doubling tree) finishes first.
+RECEIVERS = {"ssh": 7, "direct": 1}
 
 
 class FanOutFailed(ProvisionError):
@@ -65,6 +69,7 @@ class Receiver:
     on_progress: Callable[[str], None]
     exclude: set[str] = field(default_factory=set)  # sources whose side broke for it
     lan: LanEnd | None = None  # where a source reaches it directly (None: through the relay)
+    width: int = RECEIVERS["ssh"]  # receivers of a transfer it leads, itself included
 
 
 @dataclass
@@ -120,7 +125,6 @@ class FanOut:
     """The engine's coordinator: one per run, every image reference one :class:`_Image`."""
 
     def __init__(self, order: Sequence[str] = ()) -> None:
-        self.receivers = RECEIVERS  # read when the run starts (the bench sets it)
         self.cond = threading.Condition()
         self.images: dict[str, _Image] = {}
         self.expected: list[str] = []
@@ -232,7 +236,7 @@ class FanOut:
             r
             for r in img.waiting
             if r is not me and r.host not in img.assigned and chosen.host not in r.exclude
-        ][: max(0, self.receivers - 1)]
+        ][: max(0, me.width - 1)]
         transfer = Transfer(chosen, [me, *others])
         for r in others:
             img.assigned[r.host] = transfer
@@ -306,9 +310,14 @@ class Member:
         return self.fanout.role(ref, self.host, free)
 
     def acquire(
-        self, ref: str, exclude: set[str], become: bool | None, lan: LanEnd | None = None
+        self,
+        ref: str,
+        exclude: set[str],
+        become: bool | None,
+        lan: LanEnd | None = None,
+        width: int = RECEIVERS["ssh"],
     ) -> Transfer | None:
-        me = Receiver(self.host, self.session, become, self.on_progress, set(exclude), lan)
+        me = Receiver(self.host, self.session, become, self.on_progress, set(exclude), lan, width)
         return self.fanout.acquire(ref, me)
 
     def release(self, ref: str, source: str, broken: bool) -> None:

@@ -276,6 +276,7 @@ def test_images_are_pulled_with_the_configured_bounds():
             "fanout_transport": "ssh",  # through the controller unless asked otherwise
             "fanout_address": "",
             "fanout_port": 0,
+            "fanout_receivers": 0,
         }
     ]
 

@@ -70,14 +70,16 @@ def test_the_meeting_waits_at_most_meet_wait(monkeypatch) -> None:
     assert 0.25 < time.monotonic() - started < 3
 
 
-def _want(fan: FanOut, host: str, exclude: set[str] | None = None) -> fo.Transfer | None:
-    return fan.acquire(REF, fo.Receiver(host, None, None, print, exclude or set()))
+def _want(
+    fan: FanOut, host: str, exclude: set[str] | None = None, width: int = 7
+) -> fo.Transfer | None:
+    me = fo.Receiver(host, None, None, print, exclude or set(), width=width)
+    return fan.acquire(REF, me)
 
 
 def test_sources_double_each_round_with_one_receiver_per_stream() -> None:
     """With one receiver per stream, 1 holder serves 1, then 2 serve 2, then 4 serve 4."""
     fan = FanOut()
-    fan.receivers = 1
     fan.offer(REF, Source("h0", None, ID, 5))
     holders, rounds = ["h0"], []
     waiting = [f"h{i}" for i in range(1, 8)]
@@ -88,7 +90,7 @@ def test_sources_double_each_round_with_one_receiver_per_stream() -> None:
                 free = [h for h in holders if fan.images[REF].busy[h] == 0]
             if not free:
                 break
-            transfer = _want(fan, host)
+            transfer = _want(fan, host, width=1)
             assert transfer is not None and [r.host for r in transfer.receivers] == [host]
             served.append((transfer.source.host, host))
             waiting.remove(host)
@@ -104,7 +106,6 @@ def test_one_save_feeds_up_to_receivers_waiting_hosts_and_the_holders_grow_k_plu
     """k = 3: 1 holder feeds 3 waiting hosts with one stream; then 4 holders for the 4 left:
     one stream feeds 3 of them (the hosts waiting longest), another the last."""
     fan = FanOut([f"h{i}" for i in range(8)])
-    fan.receivers = 3
     fan.offer(REF, Source("h0", None, ID, 5))
     fan.release(REF, "h0", broken=False)
     with fan.cond:  # h0 is busy until the waiting hosts are all queued
@@ -112,7 +113,7 @@ def test_one_save_feeds_up_to_receivers_waiting_hosts_and_the_holders_grow_k_plu
     got: dict[str, fo.Transfer | None] = {}
     threads = []
     for i in range(1, 8):
-        t = threading.Thread(target=lambda h=f"h{i}": got.__setitem__(h, _want(fan, h)))
+        t = threading.Thread(target=lambda h=f"h{i}": got.__setitem__(h, _want(fan, h, width=3)))
         t.start()
         threads.append(t)
         time.sleep(0.05)  # arrival order h1, h2, ...

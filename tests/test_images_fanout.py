@@ -248,7 +248,7 @@ def test_each_layer_crosses_the_uplink_once_and_all_end_at_the_pinned_digest(fan
         )
     }
     assert len(pulled) == 1 and len(received) == 3, changes
-    # One `docker save` on the puller fed all three at once (up to fanout.RECEIVERS = 7).
+    # One `docker save` on the puller fed all three at once (up to 7 through the controller).
     assert set(received.values()) == set(pulled), received
     assert saves.per_host() == {pulled[0]: 1}, saves.seen
     for r in result.results:
@@ -275,16 +275,11 @@ def test_each_layer_crosses_the_uplink_once_and_all_end_at_the_pinned_digest(fan
         assert [(c["status"], c["message"]) for c in statuses] == [("OK", f"{fan.ref}: present")]
 
 
-def test_with_one_receiver_per_stream_the_holders_double_a_tree(
-    fan: FanLab, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from provision import fanout
-
-    monkeypatch.setattr(fanout, "RECEIVERS", 1)
+def test_with_one_receiver_per_stream_the_holders_double_a_tree(fan: FanLab) -> None:
     for host in fan.hosts:
         fan.drop(host)
     with SaveCounter(fan.hosts) as saves:
-        result, _ = fan.run(images_fanout_rate=6e6)
+        result, _ = fan.run(images_fanout_rate=6e6, images_fanout_receivers=1)
     assert result.exit_code == 0, [r.msg for r in result.results if r.status == "failed"]
     changes = fan.changes(result)
     received = {

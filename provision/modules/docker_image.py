@@ -32,7 +32,7 @@ from typing import Any
 
 from provision import lan, pull
 from provision.audit.probe import pin_tag
-from provision.fanout import FanOutFailed, LanEnd, Member, Receiver, Transfer
+from provision.fanout import RECEIVERS, FanOutFailed, LanEnd, Member, Receiver, Transfer
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step, noop
 from provision.shell import quote
 from provision.ssh import CommandResult
@@ -342,6 +342,7 @@ class DockerImageModule(Module):
         Arg("fanout_transport", default="ssh", choices=("ssh", "direct")),
         Arg("fanout_address", default=""),
         Arg("fanout_port", "int", default=0),
+        Arg("fanout_receivers", "int", default=0),
     )
 
     def check_combination(self, args: dict[str, Any]) -> None:
@@ -365,6 +366,9 @@ class DockerImageModule(Module):
         retries = args.get("retries")
         if isinstance(retries, int) and not isinstance(retries, bool) and retries < 0:
             raise ArgError("argument 'retries' must be 0 or more")
+        width = args.get("fanout_receivers")
+        if isinstance(width, int) and not isinstance(width, bool) and width < 0:
+            raise ArgError("argument 'fanout_receivers' must be 1 or more, or 0 for the default")
         port = args.get("fanout_port")
         if isinstance(port, int) and not isinstance(port, bool) and not 0 <= port <= 65535:
             raise ArgError("argument 'fanout_port' must be a TCP port (1-65535), or 0 for any")
@@ -722,7 +726,8 @@ def receive(
     while True:
         attempts += 1
         try:
-            transfer = peers.acquire(ref, broken, become, lan_end(args, session))
+            width = args["fanout_receivers"] or RECEIVERS[args["fanout_transport"]]
+            transfer = peers.acquire(ref, broken, become, lan_end(args, session), width)
         except FanOutFailed as exc:
             raise PullFailed(str(exc), attempts) from None
         if transfer is None:  # nobody holds it and nobody pulls it (the puller gave up): pull
