@@ -27,6 +27,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -894,14 +895,14 @@ def direct_transfer(
 def _start_listeners(
     args: dict[str, Any], image_id: str, receivers: list[Receiver]
 ) -> tuple[dict[str, lan.Listener], list[Receiver]]:
-    """A listener on every receiver that can run one; those that cannot, for the relay."""
+    """A listener on every receiver that can run one, all started at once (each waits for its
+    host's python3); those that cannot, for the relay."""
     load = load_script(args["name"], image_id)
-    listeners: dict[str, lan.Listener] = {}
-    unreached: list[Receiver] = []
-    for index, r in enumerate(receivers):
+
+    def start(index: int, r: Receiver) -> lan.Listener | None:
         assert r.lan is not None
         try:
-            listeners[r.host] = lan.start_listener(
+            return lan.start_listener(
                 r.session,
                 load,
                 index=index,
@@ -912,8 +913,12 @@ def _start_listeners(
             )
         except StreamError as exc:
             log.warning("%s: no direct transfer (%s); through the controller", r.host, exc)
-            unreached.append(r)
-    return listeners, unreached
+            return None
+
+    with ThreadPoolExecutor(max_workers=len(receivers)) as pool:
+        started = list(pool.map(start, range(len(receivers)), receivers))
+    listeners = {r.host: got for r, got in zip(receivers, started, strict=True) if got}
+    return listeners, [r for r, got in zip(receivers, started, strict=True) if got is None]
 
 
 def _direct_outcome(
