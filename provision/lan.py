@@ -21,6 +21,7 @@ source's, so a wrong, cut or altered stream leaves nothing reported present.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -236,7 +237,8 @@ def start_listener(
     stream = open_stream(session, listen_command(load, port), become=become, limit=limit, idle=30)
     endpoint = Endpoint(index, address, port)
     try:  # stdin stays open: its end (the channel closed) tells the listener to give up
-        stream.write(f"{endpoint.token}\n".encode())
+        with contextlib.suppress(StreamError):  # it ended at once: its stderr says why
+            stream.write(f"{endpoint.token}\n".encode())
         said = read_line(stream)
     except StreamError:
         stream.abort()
@@ -271,7 +273,8 @@ def run_sender(
     )
     said = SendLog()
     try:
-        stream.write(target_lines(endpoints))
+        with contextlib.suppress(StreamError):  # it ended at once: its exit status says why
+            stream.write(target_lines(endpoints))
         stream.close_input()
         rest = b""
         while chunk := stream.read(4096):

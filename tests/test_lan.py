@@ -203,6 +203,17 @@ def test_a_source_without_python3_leaves_every_receiver_to_the_relay(
     assert "src cannot send" in said.unreachable[0] and "python3" in said.unreachable[0]
 
 
+def test_a_receiver_without_python3_cannot_listen_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"  # timeout, but no python3
+    bin_dir.mkdir()
+    (bin_dir / "timeout").symlink_to(shutil.which("timeout") or "/usr/bin/timeout")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(StreamError, match=r"cannot listen for the transfer: .*python3"):
+        _listen(tmp_path / "out")
+
+
 def test_the_sender_s_lines_are_read_into_one_log() -> None:
     log = lan.SendLog()
     assert log.feed("sent 1000") and log.sent == 1000
