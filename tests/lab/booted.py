@@ -857,8 +857,11 @@ class BootedLab:
     def __init__(self) -> None:
         self.hosts: list[BootedHost] = []
         self.base: BaseImage | None = None
-        self.workdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "client-"))
-        (self.workdir / "owner.json").write_text(json.dumps(_owner()))
+        # Under the lock cleanup_stale sweeps with: another worker's sweep must never see
+        # this folder before its owner file (it would remove it as a dead run's).
+        with _locked(STATE_LOCK):
+            self.workdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "client-"))
+            (self.workdir / "owner.json").write_text(json.dumps(_owner()))
         self.key_path = self.workdir / "id_ed25519"
         self.public_key = _ssh_keygen(self.key_path, "provision-lab-client")
 
