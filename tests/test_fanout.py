@@ -16,9 +16,9 @@ import pytest
 from provision import fanout as fo
 from provision.audit.probe import pin_tag
 from provision.fanout import FanOut, FanOutFailed, Source
+from provision.image_transfer import load_script
 from provision.modules import MODULES
 from provision.modules.base import Context, ModuleError, Plan
-from provision.modules.docker_image import load_script
 from provision.ssh import LocalSession
 from provision.stream import Progress, StreamError, open_stream, progress, relay, relay_many
 from provision.target import conn_spec

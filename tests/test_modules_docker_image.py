@@ -23,19 +23,19 @@ import pytest
 import yaml
 
 from provision.engine import ApplyOptions, PlaybookResult, run_playbook
+from provision.image_refs import registry_of
 from provision.inventory import load_inventory
 from provision.modules import MODULES
 from provision.modules import docker_image as dimg
 from provision.modules.base import ArgError, Context, ModuleError, Plan
 from provision.modules.docker_image import (
     compressed_size,
-    human_bytes,
     is_transient,
     parse_state,
-    registry_of,
     retry_delays,
     state_script,
 )
+from provision.results import human_bytes
 from provision.ssh import CommandResult
 from tests.lab.booted import (
     BootedHost,
@@ -610,7 +610,7 @@ def test_disk_preflight_on_a_multi_platform_list(lab: Lab) -> None:
         (r,) = refused.results
         assert r.status == "failed" and refused.exit_code == 2, r.msg
         m = re.search(
-            r"needs about ([\d.]+) GB \(1e\+09 x the compressed size ([\d.]+) MB, for "
+            r"needs about ([\d.]+) TB \(1e\+09 x the compressed size ([\d.]+) MB, for "
             r"extraction\), ([\d.]+) GB free on (/\S+); free space or set docker_data_root$",
             r.msg,
         )

@@ -12,10 +12,11 @@ with a doubling back-off; "not found", "unauthorized" and "denied" are final at 
 
 With ``fanout: true`` (the baseline's ``images_fanout``) the hosts of a run share each image: one
 pulls it from the registry, the others receive it over the LAN (``docker save`` on a host that
-holds it, streamed through the controller's connections into ``docker load``), see
-:mod:`provision.fanout`. A received image is verified by its image ID (the config digest, which
-``docker load`` checks every layer against) before it gets its name, so a cut stream leaves
-nothing that is reported present; a digest pin is then recorded as provision's pin tag
+holds it into ``docker load``, through the controller's connections or host to host), see
+:mod:`provision.fanout` (who sends to whom) and :mod:`provision.image_transfer` (the
+transfers). A received image is verified by its image ID (the config digest, which ``docker load``
+checks every layer against) before it gets its name, so a cut stream leaves nothing that is
+reported present; a digest pin is then recorded as provision's pin tag
 (:func:`provision.audit.probe.pin_tag`), which this module and the audit look up.
 """
 
@@ -27,17 +28,24 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from provision import lan, pull
+from provision import pull
 from provision.audit.probe import pin_tag
-from provision.fanout import RECEIVERS, FanOutFailed, LanEnd, Member, Receiver, Transfer
+from provision.fanout import RECEIVERS, FanOutFailed, Member
+from provision.image_refs import registry_of, split_ref
+from provision.image_transfer import (
+    REPORT_EVERY,
+    StreamFailed,
+    lan_end,
+    lead_transfer,
+    report_progress,
+)
 from provision.modules.base import Arg, ArgError, Context, Module, ModuleError, Plan, Step, noop
+from provision.results import human_bytes
 from provision.shell import quote
 from provision.ssh import CommandResult
-from provision.stream import CHUNK, Progress, Stream, StreamError, open_stream, progress, relay_many
+from provision.stream import CHUNK, StreamError, open_stream, progress
 
 log = logging.getLogger(__name__)
 
@@ -77,28 +85,6 @@ _TRANSIENT = re.compile(
     r"\b5\d\d (?:Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)",
     re.IGNORECASE,
 )
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """``repo:tag@sha256:...`` -> (``repo:tag``, ``sha256:...``); the digest may be empty."""
-    name, _, digest = ref.partition("@")
-    return name, digest
-
-
-def registry_of(name: str) -> str | None:
-    """The registry host of a reference, None for Docker Hub (as the docker CLI decides)."""
-    first, sep, _ = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return None
-
-
-def human_bytes(n: float) -> str:
-    """Decimal units, as registries and ``docker images`` show sizes: 1.2 GB, 35.0 MB."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def state_script(name: str, digest: str, refresh: bool, disk: bool = False) -> str:
@@ -582,21 +568,6 @@ def _peers(args: dict[str, Any], ctx: Context | None) -> Member | None:
     return ctx.peers
 
 
-def load_script(ref: str, image_id: str) -> str:
-    """``docker load`` from stdin, then the image ID checked, and only then the name given (the
-    pin tag for a digest pin, else the reference's tag): a load cut halfway names nothing."""
-    name, digest = split_ref(ref)
-    tag = pin_tag(ref) if digest else name
-    qid = quote(image_id)
-    inspect = f"docker image inspect --format '{{{{.Id}}}}' {qid} 2>/dev/null"
-    return (
-        "docker load >/dev/null || exit 1; "
-        f'[ "$({inspect})" = {qid} ] || '
-        f"{{ echo 'the loaded image is not '{qid} >&2; exit 3; }}; "
-        f"docker tag {qid} {quote(tag)}"
-    )
-
-
 def pull_for_lab(
     args: dict[str, Any],
     steps: list[Step],
@@ -683,37 +654,6 @@ def pull_with_progress(
     return CommandResult("docker pull (Engine API)", code, "", err, seconds)
 
 
-REPORT_EVERY = 2.0  # seconds between two progress reports of a long transfer
-
-
-def short_ref(ref: str) -> str:
-    """``repo:tag@sha256:<12 hex>`` without the registry host: what fits a progress line."""
-    name, digest = split_ref(ref)
-    if registry_of(name):
-        name = name.split("/", 1)[1]
-    return f"{name}@{digest[:19]}" if digest else name
-
-
-def report_progress(peers: Member, ref: str, origin: str, p: Progress) -> None:
-    """One transfer's bytes, rate and ETA and the lab-wide total, as a progress event (the
-    live line; ``-v`` prints it) and in the log."""
-    lab_done, lab_total = peers.count(ref, p.done, p.total)
-    eta = f"{p.eta:.0f} s" if p.eta is not None else "?"
-    of = f" of {human_bytes(p.total)}" if p.total else ""
-    text = (
-        f"{short_ref(ref)} from {origin}: {human_bytes(p.done)}{of} at {human_bytes(p.rate)}/s, "
-        f"ETA {eta}; lab-wide {human_bytes(lab_done)} of {human_bytes(lab_total)}"
-    )
-    log.info("%s: %s", peers.host, text)
-    peers.on_progress(text)
-
-
-class _StreamFailed(Exception):
-    def __init__(self, message: str, source_side: bool) -> None:
-        super().__init__(message)
-        self.source_side = source_side
-
-
 def receive(
     args: dict[str, Any], plan: Plan, session: Any, become: bool | None, peers: Member
 ) -> dict[str, Any]:
@@ -746,8 +686,8 @@ def receive(
         else:
             outcome = transfer.wait(peers.host, float(args["timeout"]) + 120)
             if outcome is None:
-                outcome = _StreamFailed(f"the transfer from {src.host} did not end", False)
-        if isinstance(outcome, _StreamFailed):
+                outcome = StreamFailed(f"the transfer from {src.host} did not end", False)
+        if isinstance(outcome, StreamFailed):
             if outcome.source_side:
                 broken.add(src.host)
             if not delays:
@@ -775,234 +715,13 @@ def receive(
         }
 
 
-def lan_end(args: dict[str, Any], session: Any) -> LanEnd | None:
-    """Where a source reaches this host directly (``fanout_transport: direct``): its
-    ``fanout_address``, else the address provision connects to; None for the SSH relay."""
-    if args["fanout_transport"] != "direct":
-        return None
-    address = str(args["fanout_address"] or "").strip() or session.spec.hostname
-    return LanEnd(address, args["fanout_port"]) if address else None
-
-
-def lead_transfer(args: dict[str, Any], transfer: Transfer, peers: Member) -> Outcome:
-    """Run the transfer for all its receivers, hand each its outcome, free the source; this
-    host's own outcome (bytes moved, or why not)."""
-    outcomes: dict[str, Outcome] = {}
-    try:
-        outcomes = stream_transfer(args, transfer, peers)
-    finally:  # whatever happened here, the others stop waiting and the source is free again
-        src = transfer.source.host
-        cut = [o for o in outcomes.values() if isinstance(o, _StreamFailed)]
-        peers.release(args["name"], src, bool(cut) and all(o.source_side for o in cut))
-        transfer.finish(outcomes)
-    return outcomes[peers.host]
-
-
-@dataclass(frozen=True)
-class _Moved:
-    """A receiver's image arrived: the bytes moved, and how (``direct`` or ``ssh``)."""
-
-    bytes: int
-    transport: str
-
-
-Outcome = _Moved | _StreamFailed
-
-
-def stream_transfer(args: dict[str, Any], transfer: Transfer, peers: Member) -> dict[str, Outcome]:
-    """One ``docker save`` on the source into ``load_script`` on every receiver, straight over
-    the LAN for receivers that listen for it (:mod:`provision.lan`), through the controller's
-    channels for the others and for those the source could not reach: per receiver, what
-    arrived or why not (_StreamFailed says which side broke)."""
-    hosts = {
-        r.host: Member(peers.fanout, r.host, r.session, r.on_progress) for r in transfer.receivers
-    }
-    outcomes: dict[str, Outcome] = {}
-    relayed = [r for r in transfer.receivers if r.lan is None]
-    direct = [r for r in transfer.receivers if r.lan is not None]
-    if direct:
-        arrived, unreached = direct_transfer(args, transfer, direct, hosts)
-        outcomes.update(arrived)
-        relayed += unreached
-    if relayed:
-        outcomes.update(relay_transfer(args, transfer, relayed, hosts))
-    return outcomes
-
-
-def _save_failed(source: str, code: int, err: str) -> _StreamFailed:
-    return _StreamFailed(f"docker save on {source} failed (exit {code}): {err[-300:]}", True)
-
-
-def _load_outcome(code: int, err: str, moved: int, transport: str) -> Outcome:
-    if code != 0:
-        return _StreamFailed(f"docker load failed (exit {code}): {err.strip()[-300:]}", False)
-    return _Moved(moved, transport)
-
-
-def direct_transfer(
-    args: dict[str, Any], transfer: Transfer, receivers: list[Receiver], hosts: dict[str, Member]
-) -> tuple[dict[str, Outcome], list[Receiver]]:
-    """The source sends straight to each receiver's listener; returns the outcomes, and the
-    receivers that could not listen or be reached (for the relay)."""
-    ref, src, started = args["name"], transfer.source, time.monotonic()
-    listeners, unreached = _start_listeners(args, src.image_id, receivers)
-
-    def report(done: int, seconds: float) -> None:
-        for host in listeners:
-            report_progress(hosts[host], ref, src.host, progress(done, src.size, seconds))
-
-    try:
-        if not listeners:
-            return {}, unreached
-        endpoints = [listener.endpoint for listener in listeners.values()]
-        become, limit = transfer.receivers[0].become, float(args["timeout"])
-        try:
-            said, err = lan.run_sender(
-                src.session,
-                src.image_id,
-                endpoints,
-                become=become,
-                limit=limit,
-                rate=args["fanout_rate"],
-                on_sent=report,
-            )
-        except StreamError as exc:
-            return {h: _StreamFailed(str(exc), True) for h in listeners}, unreached
-        for host, listener in list(listeners.items()):
-            if listener.endpoint.index in said.unreachable:
-                why = said.unreachable[listener.endpoint.index]
-                log.warning(
-                    "%s: %s cannot reach it (%s); through the controller", host, src.host, why
-                )
-                listener.stream.abort()
-                del listeners[host]
-                unreached.append(receivers[listener.endpoint.index])
-        outcomes = {
-            host: _direct_outcome(
-                listener, said, err, src.host, limit - (time.monotonic() - started)
-            )
-            for host, listener in listeners.items()
-        }
-    finally:  # a listener left waiting would hold its port until its channel closes
-        for listener in listeners.values():
-            listener.stream.abort()
-    for host, outcome in outcomes.items():
-        if isinstance(outcome, _Moved):
-            hosts[host].count(ref, outcome.bytes, outcome.bytes)
-    return outcomes, unreached
-
-
-def _start_listeners(
-    args: dict[str, Any], image_id: str, receivers: list[Receiver]
-) -> tuple[dict[str, lan.Listener], list[Receiver]]:
-    """A listener on every receiver that can run one, all started at once (each waits for its
-    host's python3); those that cannot, for the relay."""
-    load = load_script(args["name"], image_id)
-
-    def start(index: int, r: Receiver) -> lan.Listener | None:
-        assert r.lan is not None
-        try:
-            return lan.start_listener(
-                r.session,
-                load,
-                index=index,
-                address=r.lan.address,
-                port=r.lan.port,
-                become=r.become,
-                limit=float(args["timeout"]),
-            )
-        except StreamError as exc:
-            log.warning("%s: no direct transfer (%s); through the controller", r.host, exc)
-            return None
-
-    with ThreadPoolExecutor(max_workers=len(receivers)) as pool:
-        started = list(pool.map(start, range(len(receivers)), receivers))
-    listeners = {r.host: got for r, got in zip(receivers, started, strict=True) if got}
-    return listeners, [r for r, got in zip(receivers, started, strict=True) if got is None]
-
-
-def _direct_outcome(
-    listener: lan.Listener, said: lan.SendLog, save_err: str, source: str, left: float
-) -> Outcome:
-    """One receiver's outcome, from what the sender said and its load's exit status."""
-    code, load_err = listener.stream.wait(max(60.0, left))
-    index = listener.endpoint.index
-    if said.save_code:
-        return _save_failed(source, said.save_code, save_err)
-    if index in said.cut:
-        return _StreamFailed(f"the direct stream from {source} broke: {said.cut[index]}", False)
-    if code == lan.NOBODY_CAME:
-        return _StreamFailed(f"{source} never connected to this host's listener", False)
-    return _load_outcome(code, load_err, said.sent, "direct")
-
-
-def relay_transfer(
-    args: dict[str, Any], transfer: Transfer, receivers: list[Receiver], hosts: dict[str, Member]
-) -> dict[str, Outcome]:
-    """``docker save`` on the source copied by the controller into every receiver's
-    ``docker load``, on channels of the connections it holds."""
-    ref, limit = args["name"], float(args["timeout"])
-    src, started = transfer.source, time.monotonic()
-    save = f"docker save {quote(src.image_id)}"
-    try:
-        source = open_stream(src.session, save, become=transfer.receivers[0].become, limit=limit)
-    except StreamError as exc:
-        return {r.host: _StreamFailed(str(exc), True) for r in receivers}
-    outcomes: dict[str, Outcome] = {}
-    targets: dict[str, Stream] = {}
-    for r in receivers:
-        try:
-            load = load_script(ref, src.image_id)
-            targets[r.host] = open_stream(r.session, load, become=r.become, limit=limit)
-        except StreamError as exc:
-            outcomes[r.host] = _StreamFailed(str(exc), False)
-
-    def report(p: Progress) -> None:
-        for host in targets:
-            report_progress(hosts[host], ref, src.host, p)
-
-    try:
-        moved, cut = relay_many(
-            source,
-            list(targets.values()),
-            total=src.size,
-            rate=args["fanout_rate"],
-            every=REPORT_EVERY,
-            on_progress=report,
-        )
-    except StreamError as exc:  # the source's side broke: every receiver's transfer did
-        for stream in [source, *targets.values()]:
-            stream.abort()
-        return {**outcomes, **{h: _StreamFailed(str(exc), True) for h in targets}}
-    if len(cut) == len(targets):  # every receiver broke: the save, unread, would never end
-        source.abort()
-        return {**outcomes, **{h: _StreamFailed(str(e), False) for h, e in cut.items()}}
-    s_code, s_err = source.wait(60)
-    source.abort()
-    for host, target in targets.items():
-        t_code, t_err = target.wait(max(60.0, limit - (time.monotonic() - started)))
-        target.abort()
-        if s_code != 0:
-            outcomes[host] = _save_failed(src.host, s_code, s_err)
-        elif host in cut:
-            outcomes[host] = _StreamFailed(str(cut[host]), False)
-        else:
-            outcomes[host] = _load_outcome(t_code, t_err, moved, "ssh")
-            if t_code == 0:
-                hosts[host].count(ref, moved, moved)
-    return outcomes
-
-
 __all__ = [
     "DockerImageModule",
     "compressed_size",
     "disk_check",
-    "human_bytes",
     "is_transient",
     "parse_state",
     "pull_totals",
-    "registry_of",
     "remote_digests",
     "retry_delays",
-    "split_ref",
 ]
