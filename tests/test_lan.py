@@ -66,6 +66,20 @@ def test_the_listener_loads_only_what_the_token_bearer_sends(tmp_path: Path) -> 
     assert code == 0 and out.read_bytes() == data
 
 
+def test_a_silent_peer_delays_the_real_sender_by_seconds_not_more(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    listener = _listen(out)
+    silent = _connect(listener.endpoint.port)  # connects first and never sends a byte
+    started = time.monotonic()
+    with _connect(listener.endpoint.port) as peer:
+        peer.sendall(bytes.fromhex(listener.endpoint.token) + b"image")
+    code, _ = listener.stream.wait(15)
+    listener.stream.abort()
+    assert code == 0 and out.read_bytes() == b"image"
+    assert time.monotonic() - started < 8  # the silent one was dropped after 3 s
+    assert _closed_by_peer(silent)
+
+
 def test_a_listener_whose_channel_closes_stops_listening(tmp_path: Path) -> None:
     listener = _listen(tmp_path / "out")
     port = listener.endpoint.port
