@@ -10,6 +10,7 @@ never through the code under test.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 
 from provision.shell import quote
@@ -40,10 +41,19 @@ def prepare_fresh_install(host: BootedHost, user: str = "fresh") -> FreshInstall
     )
     host.exec("chpasswd", input=f"{user}:{password}\n")  # on stdin, never in argv
     host.exec(f"rm -rf ~{user}/.ssh")
+    fresh = FreshInstall(host, user, password)
+    listening = fresh.journal_count("Server listening on")
     host.exec(
         f"sed -i 's/^PasswordAuthentication no$/PasswordAuthentication yes/' {LAB_CONF} && "
         "sshd -t && systemctl reload ssh"
     )
     effective = host.exec("sshd -T | grep -i '^passwordauthentication '").stdout.split()
     assert effective == ["passwordauthentication", "yes"], effective
-    return FreshInstall(host, user, password)
+    # `systemctl reload` returns once sshd has its SIGHUP, before it has re-executed with the
+    # new file: a login in between meets the old "no passwords" (a CI run lost that race).
+    deadline = time.monotonic() + 30
+    while fresh.journal_count("Server listening on") <= listening:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{host.name}: sshd did not restart after its reload")
+        time.sleep(0.1)
+    return fresh
