@@ -28,8 +28,6 @@ from provision.audit.probe import pin_tag
 from provision.engine import ApplyOptions, Event, PlaybookResult, run_playbook
 from provision.inventory import load_inventory
 from tests.lab.booted import (
-    LAB_PASSWORD,
-    LAB_USER,
     BootedHost,
     booted_hosts,  # noqa: F401  (pytest fixture, imported explicitly)
     write_inventory,
@@ -513,64 +511,6 @@ def test_a_direct_load_killed_halfway_is_retried_in_the_same_run(fan: FanLab) ->
     ).data["results"]
     assert item["attempts"] == 2 and item["transport"] == "direct", item
     assert fan.held_id(victim) == fan.image_id
-
-
-def _first_login(host: BootedHost, known_hosts: Path) -> None:
-    """Log in once as the lab user with real OpenSSH (up to 3 tries: a CI run once saw the very
-    first login of a new user closed during authentication under load)."""
-    argv = [
-        *("ssh", "-i", str(host.key_path), "-p", str(host.port)),
-        *("-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"),
-        *("-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=20"),
-        f"{LAB_USER}@{host.address}",
-        "true",
-    ]
-    for _ in range(3):
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        if done.returncode == 0:
-            return
-        time.sleep(1)
-    raise AssertionError(f"{host.name}: {LAB_USER} cannot log in: {done.stderr.strip()}")
-
-
-def test_the_direct_transport_through_sudo_with_a_password(fan: FanLab) -> None:
-    """Login as the unprivileged lab user, become root with sudo's password: the password goes
-    first on the listener's and the sender's stdin, then the token and the targets."""
-    lines = ["[lab]"]
-    for host in fan.hosts:
-        host.exec(
-            f"install -d -o {LAB_USER} -m 700 /home/{LAB_USER}/.ssh && install -o {LAB_USER} "
-            f"-m 600 /root/.ssh/authorized_keys /home/{LAB_USER}/.ssh/"
-        )
-        lines.append(
-            f"{host.name} ansible_host={host.address} ansible_port={host.port} "
-            f"ansible_user={LAB_USER} ansible_ssh_private_key_file={host.key_path}"
-        )
-    inventory = fan.workdir / "sudo.ini"
-    inventory.write_text("\n".join(lines) + "\n")
-    for host in fan.hosts:  # the user's first login (its systemd session) before the run's
-        _first_login(host, fan.workdir / "known_hosts")
-    victims = fan.hosts[2:]
-    for host in victims:
-        fan.drop(host)
-    opts = ApplyOptions(
-        known_hosts=(str(fan.workdir / "known_hosts"),),
-        become_password=LAB_PASSWORD,
-        extra_vars={
-            "shared_images": [fan.ref],
-            "images_fanout": True,
-            "images_fanout_transport": "direct",
-        },
-    )
-    result = run_playbook(load_inventory(str(inventory)), IMAGES_YML, opts)
-    assert result.exit_code == 0, [
-        (r.host, r.status, r.msg) for r in result.results if r.status in ("failed", "unreachable")
-    ]
-    items = [r.data["results"][0] for r in result.results if r.task == "shared images"]
-    received = [i for i in items if i.get("received")]
-    assert received and {i["transport"] for i in received} == {"direct"}, items
-    for host in fan.hosts:
-        assert fan.held_id(host) == fan.image_id, host.name
 
 
 def _curl_pull_seen(hosts: list[BootedHost], seen: list[str], stop: threading.Event) -> None:
