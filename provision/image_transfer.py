@@ -118,6 +118,13 @@ def stream_transfer(args: dict[str, Any], transfer: Transfer, peers: Member) -> 
     return outcomes
 
 
+def _counted(ref: str, outcomes: dict[str, Outcome], hosts: dict[str, Member]) -> None:
+    """Every receiver whose image arrived has all its bytes in the lab-wide total."""
+    for host, outcome in outcomes.items():
+        if isinstance(outcome, Moved):
+            hosts[host].count(ref, outcome.bytes, outcome.bytes)
+
+
 def _save_failed(source: str, code: int, err: str) -> StreamFailed:
     return StreamFailed(f"docker save on {source} failed (exit {code}): {err[-300:]}", True)
 
@@ -154,6 +161,7 @@ def direct_transfer(
                 limit=limit,
                 rate=args["fanout_rate"],
                 on_sent=report,
+                every=REPORT_EVERY,
             )
         except StreamError as exc:
             return {h: StreamFailed(str(exc), True) for h in listeners}, unreached
@@ -175,9 +183,7 @@ def direct_transfer(
     finally:  # a listener left waiting would hold its port until its channel closes
         for listener in listeners.values():
             listener.stream.abort()
-    for host, outcome in outcomes.items():
-        if isinstance(outcome, Moved):
-            hosts[host].count(ref, outcome.bytes, outcome.bytes)
+    _counted(ref, outcomes, hosts)
     return outcomes, unreached
 
 
@@ -239,9 +245,9 @@ def relay_transfer(
         return {r.host: StreamFailed(str(exc), True) for r in receivers}
     outcomes: dict[str, Outcome] = {}
     targets: dict[str, Stream] = {}
+    load = load_script(ref, src.image_id)
     for r in receivers:
         try:
-            load = load_script(ref, src.image_id)
             targets[r.host] = open_stream(r.session, load, become=r.become, limit=limit)
         except StreamError as exc:
             outcomes[r.host] = StreamFailed(str(exc), False)
@@ -277,8 +283,7 @@ def relay_transfer(
             outcomes[host] = StreamFailed(str(cut[host]), False)
         else:
             outcomes[host] = _load_outcome(t_code, t_err, moved, "ssh")
-            if t_code == 0:
-                hosts[host].count(ref, moved, moved)
+    _counted(ref, outcomes, hosts)
     return outcomes
 
 

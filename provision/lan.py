@@ -35,7 +35,6 @@ LISTEN_WAIT = 60.0  # seconds a listener waits for its source's connection
 CONNECT_TIMEOUT = 5.0  # seconds the source tries each receiver before it is left to the relay
 NOBODY_CAME = 75  # the listener's exit status when no connection brought the token in time
 COMMAND_NOT_FOUND = 127  # the shell's status for a missing python3
-REPORT_EVERY = 2.0  # seconds between the sender's byte counts
 
 # Python 3.5+ (Debian 9, Ubuntu 18.04 on); -I -S: no user site, no PYTHON* variables.
 _LISTENER = r"""
@@ -149,8 +148,9 @@ def listen_command(load: str, port: int, wait: float = LISTEN_WAIT) -> str:
     return join(["python3", "-I", "-S", "-c", _LISTENER, load, str(port), f"{wait:g}"])
 
 
-def send_command(image_id: str, rate: float, every: float = REPORT_EVERY) -> str:
-    """The source's command: ``docker save image_id`` into every receiver named on stdin."""
+def send_command(image_id: str, rate: float, every: float) -> str:
+    """The source's command: ``docker save image_id`` into every receiver named on stdin,
+    saying its byte count every ``every`` seconds."""
     connect = f"{CONNECT_TIMEOUT:g}"
     return join(
         ["python3", "-I", "-S", "-c", _SENDER, image_id, f"{rate:g}", f"{every:g}", connect]
@@ -262,7 +262,7 @@ def run_sender(
     limit: float,
     rate: float,
     on_sent: Callable[[int, float], None],
-    every: float = REPORT_EVERY,
+    every: float,
 ) -> tuple[SendLog, str]:
     """Run the sender on the source until ``docker save`` ends; what it said, and its stderr.
     ``on_sent(bytes, seconds)`` hears each byte count. StreamError when the source's side broke

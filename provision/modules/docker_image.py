@@ -664,11 +664,12 @@ def receive(
     started = time.monotonic()
     delays = retry_delays(args["retries"], args["retry_delay"])
     attempts, broken = 0, set[str]()
+    end = lan_end(args, session)
+    width = args["fanout_receivers"] or RECEIVERS[args["fanout_transport"]]
     while True:
         attempts += 1
         try:
-            width = args["fanout_receivers"] or RECEIVERS[args["fanout_transport"]]
-            transfer = peers.acquire(ref, broken, become, lan_end(args, session), width)
+            transfer = peers.acquire(ref, broken, become, end, width)
         except FanOutFailed as exc:
             raise PullFailed(str(exc), attempts) from None
         if transfer is None:  # nobody holds it and nobody pulls it (the puller gave up): pull
