@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -139,29 +139,45 @@ class FanLab:
         return lines[-1]
 
 
-class SaveCounter:
-    """The ``docker save`` processes that ran on the hosts while it was open (polled with
-    pgrep, so transfers must last a few seconds: ``images_fanout_rate``)."""
+P = TypeVar("P", bound="Poller")
 
-    def __init__(self, hosts: list[BootedHost]) -> None:
-        self.hosts, self.seen = hosts, set[tuple[str, str]]()
+
+class Poller:
+    """Runs ``look`` every 0.1 s in a thread while the ``with`` block runs."""
+
+    def __init__(self) -> None:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
+    def look(self) -> None:
+        raise NotImplementedError
+
     def _poll(self) -> None:
         while not self.stop.is_set():
-            for host in self.hosts:
-                for pid in host.exec("pgrep -f '^docker save' || true").stdout.split():
-                    self.seen.add((host.name, pid))
+            self.look()
             time.sleep(0.1)
 
-    def __enter__(self) -> SaveCounter:
+    def __enter__(self: P) -> P:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+
+
+class SaveCounter(Poller):
+    """The ``docker save`` processes that ran on the hosts while it was open (polled with
+    pgrep, so transfers must last a few seconds: ``images_fanout_rate``)."""
+
+    def __init__(self, hosts: list[BootedHost]) -> None:
+        super().__init__()
+        self.hosts, self.seen = hosts, set[tuple[str, str]]()
+
+    def look(self) -> None:
+        for host in self.hosts:
+            for pid in host.exec("pgrep -f '^docker save' || true").stdout.split():
+                self.seen.add((host.name, pid))
 
     def per_host(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -418,37 +434,26 @@ def test_a_digest_the_registry_lacks_fails_every_host_with_the_registry_s_messag
             assert f"{pullers[0]} could not pull the image for the others" in msg, msg
 
 
-class DirectStreams:
+class DirectStreams(Poller):
     """The TCP connections a ``docker load`` reads from, seen from outside (the lab hosts share
     this machine's network namespace): ``ss`` polled every 0.1 s, the most bytes each
     receiving address took on a socket owned by a ``docker`` process (the load that the
     listener became; the docker CLI talks to dockerd over a unix socket, never TCP)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.received: dict[str, int] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self) -> None:
-        while not self.stop.is_set():
-            out = subprocess.run(
-                ["ss", "-Htnpi", "state", "established"], capture_output=True, text=True
-            ).stdout
-            for sock, info in zip(out.splitlines()[::2], out.splitlines()[1::2], strict=False):
-                got = re.search(r"bytes_received:(\d+)", info)
-                if '(("docker",' in sock and got:
-                    local = sock.split()[2].rsplit(":", 1)[0].removeprefix("[::ffff:")
-                    address = local.rstrip("]")
-                    self.received[address] = max(self.received.get(address, 0), int(got[1]))
-            time.sleep(0.1)
-
-    def __enter__(self) -> DirectStreams:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def look(self) -> None:
+        out = subprocess.run(
+            ["ss", "-Htnpi", "state", "established"], capture_output=True, text=True
+        ).stdout
+        for sock, info in zip(out.splitlines()[::2], out.splitlines()[1::2], strict=False):
+            got = re.search(r"bytes_received:(\d+)", info)
+            if '(("docker",' in sock and got:
+                local = sock.split()[2].rsplit(":", 1)[0].removeprefix("[::ffff:")
+                address = local.rstrip("]")
+                self.received[address] = max(self.received.get(address, 0), int(got[1]))
 
 
 def test_the_direct_transport_moves_the_image_host_to_host(fan: FanLab) -> None:

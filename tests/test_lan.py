@@ -13,6 +13,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,16 +27,31 @@ def _local(name: str) -> LocalSession:
     return LocalSession(conn_spec(name, {"ansible_connection": "local"}, ssh_config_path=""))
 
 
-def _listen(out: Path, index: int = 0) -> lan.Listener:
+def _listen(out: Path, index: int = 0, load: str = "") -> lan.Listener:
+    """A listener whose load writes what arrives to ``out`` (or runs ``load``)."""
     return lan.start_listener(
         _local(f"dst{index}"),
-        f"cat > {out}",
+        load or f"cat > {out}",
         index=index,
         address="127.0.0.1",
         port=0,
         become=False,
         limit=30,
     )
+
+
+def _send(image: str, endpoints: list[lan.Endpoint], **options: Any) -> lan.SendLog:
+    """The sender on this machine (unpaced, every 2 s, no progress callback unless given)."""
+    kwargs: dict[str, Any] = {"rate": 0, "on_sent": lambda *_: None, "every": 2.0, **options}
+    said, _ = lan.run_sender(_local("src"), image, endpoints, become=False, limit=30, **kwargs)
+    return said
+
+
+def _without_python3(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PATH is ``bin_dir`` alone, with coreutils' timeout (the commands' bound) but no python3."""
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "timeout").symlink_to(shutil.which("timeout") or "/usr/bin/timeout")
+    monkeypatch.setenv("PATH", str(bin_dir))
 
 
 def _connect(port: int) -> socket.socket:
@@ -136,12 +152,9 @@ def test_one_save_reaches_every_listener_and_an_unreachable_one_is_named(
         closed.bind(("127.0.0.1", 0))
         nowhere = lan.Endpoint(2, "127.0.0.1", closed.getsockname()[1])
     sent: list[int] = []
-    said, _ = lan.run_sender(
-        _local("src"),
+    said = _send(
         "img",
         [*[x.endpoint for x in listeners], nowhere],
-        become=False,
-        limit=30,
         rate=4e6,
         on_sent=lambda done, _: sent.append(done),
         every=0.1,
@@ -158,24 +171,8 @@ def test_a_receiver_that_dies_is_cut_and_the_others_go_on(standin_docker: Path) 
     image = standin_docker / "img"
     image.write_bytes(os.urandom(24 << 20))
     good = _listen(standin_docker / "out0", 0)
-    dying = lan.start_listener(
-        _local("dying"),
-        "head -c 1000 >/dev/null",
-        index=1,
-        address="127.0.0.1",
-        port=0,
-        become=False,
-        limit=30,
-    )
-    said, _ = lan.run_sender(
-        _local("src"),
-        "img",
-        [good.endpoint, dying.endpoint],
-        become=False,
-        limit=30,
-        rate=0,
-        on_sent=lambda *_: None,
-    )
+    dying = _listen(standin_docker / "unused", 1, load="head -c 1000 >/dev/null")
+    said = _send("img", [good.endpoint, dying.endpoint])
     assert good.stream.wait(10)[0] == 0
     assert (standin_docker / "out0").read_bytes() == image.read_bytes()
     assert list(said.cut) == [1] and said.save_code == 0
@@ -183,15 +180,7 @@ def test_a_receiver_that_dies_is_cut_and_the_others_go_on(standin_docker: Path) 
 
 def test_a_failed_save_reaches_the_controller_as_its_exit_status(standin_docker: Path) -> None:
     listener = _listen(standin_docker / "out0")
-    said, _ = lan.run_sender(
-        _local("src"),
-        "missing",
-        [listener.endpoint],
-        become=False,
-        limit=30,
-        rate=0,
-        on_sent=lambda *_: None,
-    )
+    said = _send("missing", [listener.endpoint])
     listener.stream.wait(10)
     assert said.save_code == 1
 
@@ -200,18 +189,8 @@ def test_a_source_without_python3_leaves_every_receiver_to_the_relay(
     standin_docker: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     listener = _listen(standin_docker / "out0")
-    bin_dir = standin_docker / "bin"  # the stand-in docker and timeout, but no python3
-    (bin_dir / "timeout").symlink_to(shutil.which("timeout") or "/usr/bin/timeout")
-    monkeypatch.setenv("PATH", str(bin_dir))
-    said, _ = lan.run_sender(
-        _local("src"),
-        "img",
-        [listener.endpoint],
-        become=False,
-        limit=30,
-        rate=0,
-        on_sent=lambda *_: None,
-    )
+    _without_python3(standin_docker / "bin", monkeypatch)  # the stand-in docker stays
+    said = _send("img", [listener.endpoint])
     listener.stream.abort()
     assert said.save_code == 0 and list(said.unreachable) == [0]
     assert "src cannot send" in said.unreachable[0] and "python3" in said.unreachable[0]
@@ -220,10 +199,7 @@ def test_a_source_without_python3_leaves_every_receiver_to_the_relay(
 def test_a_receiver_without_python3_cannot_listen_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"  # timeout, but no python3
-    bin_dir.mkdir()
-    (bin_dir / "timeout").symlink_to(shutil.which("timeout") or "/usr/bin/timeout")
-    monkeypatch.setenv("PATH", str(bin_dir))
+    _without_python3(tmp_path / "bin", monkeypatch)
     with pytest.raises(StreamError, match=r"cannot listen for the transfer: .*python3"):
         _listen(tmp_path / "out")
 
