@@ -19,6 +19,7 @@ import sys
 from bench.common import (
     Prepared,
     Sample,
+    compile_package,
     floor_tool,
     measure,
     parse_args,
@@ -106,6 +107,7 @@ def run(
     provision = cmds["provision audit (warm)"]
     envs = {tool: env for tool in cmds}
     if baseline is not None:
+        compile_package(baseline)
         # -P: not the working directory's provision/ first; PYTHONPATH picks the baseline's
         cmds[BASELINE] = [provision[0], "-P", *provision[1:]]
         envs[BASELINE] = {**env, "PYTHONPATH": os.pathsep.join([baseline, env["PYTHONPATH"]])}

@@ -18,7 +18,16 @@ import shutil
 from typing import Any
 
 from bench import playbook
-from bench.common import HERE, Prepared, Sample, measure, prepared_lab, report, save
+from bench.common import (
+    HERE,
+    Prepared,
+    Sample,
+    compile_package,
+    measure,
+    prepared_lab,
+    report,
+    save,
+)
 
 BASELINE = "provision apply (baseline)"
 FOLDER = {  # each tool's files live under bench_root/<folder>/<host> (bench/converged/)
@@ -44,6 +53,7 @@ def run(
         if tool != playbook.ANSIBLE_DEFAULTS and (tool != playbook.ANSIBLE or n <= 10)
     }
     if baseline is not None:
+        compile_package(baseline)
         argv, env = cmds[playbook.PROVISION]
         # -P: not the working directory's provision/ first; PYTHONPATH picks the baseline's
         cmds[BASELINE] = (

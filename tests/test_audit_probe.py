@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.audit import bundle, gather
+from provision.audit import bundle, gather, probe
 from provision.audit.checks import Status
 from provision.audit.report import exit_code, gpus_cell, host_report, render
 from provision.audit.settings import AuditSettings, settings_for
@@ -43,9 +43,9 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> str:
 def run_probe(pyz: str, env: dict[str, str], settings: AuditSettings | None = None) -> dict:
     settings = settings or AuditSettings()
     start, end, _ = gather.markers()
-    config = bundle.encode_config(list(settings.disk_paths), list(settings.required_images), 5)
+    config = bundle.config_words(list(settings.disk_paths), list(settings.required_images), 5)
     proc = subprocess.run(
-        [sys.executable, pyz, start, end, config],
+        [sys.executable, pyz, start, end, *config],
         env=env,
         capture_output=True,
         text=True,
@@ -65,8 +65,8 @@ def by_id(report, cid: str) -> list:
 
 
 def test_bundle_is_deterministic() -> None:
-    first = bundle.build.__wrapped__()
-    second = bundle.build.__wrapped__()
+    first = bundle._build.__wrapped__()
+    second = bundle._build.__wrapped__()
     assert first == second
     assert len(first[1]) == 64
 
@@ -201,16 +201,63 @@ def test_busy_gpus_name_real_users(pyz, lib_dir, tmp_path) -> None:
     assert "4.0 GiB" in busy.message
 
 
+def test_the_facts_document_comes_back_as_it_was_sent_in_ascii() -> None:
+    """The probe's literal: every host locale can write it (ASCII), and the controller reads
+    back the same document json gave before, non-finite floats as None."""
+    start, end, _ = gather.markers()
+    doc = {
+        "host": {"hostname": "wörkstation-ü", "uptime_s": float("nan"), "load": float("inf")},
+        "pair": (1, 2),
+        "raw": b"x",
+        3: None,
+        "nvidia": {"gpus": [{"name": "NVIDIA H200", "power_w": 71.5, "ok": True}]},
+    }
+    text = probe.literal(doc)
+    assert text.isascii() and "\n" not in text
+    assert gather.extract(f"motd\n{start}\n{text}\n{end}\n", start, end) == {
+        "host": {"hostname": "wörkstation-ü", "uptime_s": None, "load": None},
+        "pair": [1, 2],
+        "raw": "b'x'",
+        "3": None,
+        "nvidia": {"gpus": [{"name": "NVIDIA H200", "power_w": 71.5, "ok": True}]},
+    }
+
+
+def test_probe_settings_are_words_and_a_wrong_one_is_one_line(pyz: str) -> None:
+    words = bundle.config_words(["/data=x", "/mnt/a b"], ["cuda@sha256:ab"], 2.5, ["nvidia-"])
+    assert probe.parse_config(words) == {
+        "timeout": 2.5,
+        "paths": ["/data=x", "/mnt/a b"],
+        "images": ["cuda@sha256:ab"],
+        "packages": ["nvidia-"],
+    }
+    start, end, _ = gather.markers()
+    proc = subprocess.run(
+        [sys.executable, pyz, start, end, "timeout=1", "colour=blue"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and start not in proc.stdout
+    assert proc.stderr.strip().splitlines() == ["probe: unknown probe setting 'colour=blue'"]
+
+
 def test_junk_around_markers_and_garbage() -> None:
     start, end, _ = gather.markers()
     doc = {"host": {"hostname": "x"}, "nvidia": {}}
-    noisy = f"Welcome!\n\x1b[1m MOTD {end}\n{start}\n{json.dumps(doc)}\n{end}\ntrailing junk\n"
+    noisy = f"Welcome!\n\x1b[1m MOTD {end}\n{start}\n{probe.literal(doc)}\n{end}\ntrailing junk\n"
     # an early end marker before the start (MOTD trick) must not confuse the parser
     assert gather.extract(noisy, start, end)["host"]["hostname"] == "x"
     with pytest.raises(gather.AuditError, match="no probe answer"):
         gather.extract("\xff\xfe binary junk", start, end)
-    with pytest.raises(gather.AuditError, match="not valid JSON"):
+    with pytest.raises(gather.AuditError, match="not a facts document"):
         gather.extract(f"{start}\n{{broken\n{end}", start, end)
+    # a literal, never code: a call in the answer is refused, not run
+    attack = "{'host': __import__('os').system('touch /tmp/pwned')}"
+    with pytest.raises(gather.AuditError, match="not a facts document"):
+        gather.extract(f"{start}\n{attack}\n{end}", start, end)
+    with pytest.raises(gather.AuditError, match="not a facts document"):
+        gather.extract(f"{start}\n{'[' * 100_000}\n{end}", start, end)
     with pytest.raises(gather.AuditError, match="too large"):
         gather.extract("x" * (gather.MAX_OUTPUT + 1), start, end)
 
@@ -383,10 +430,10 @@ def test_hung_driver_costs_one_step_not_the_host(pyz, lib_dir, tmp_path) -> None
 
     path = nvml.write_scenario(str(tmp_path / "hung"), nvml.scenario("hung_driver"))
     start, end, _ = gather.markers()
-    config = bundle.encode_config([], [], 1)
+    config = bundle.config_words([], [], 1)
     began = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, pyz, start, end, config],
+        [sys.executable, pyz, start, end, *config],
         env=nvml.env_for(lib_dir, path),
         capture_output=True,
         text=True,

@@ -46,7 +46,7 @@ def test_probe_fills_the_schema(pyz: str, tmp_path: Path, kind: str) -> None:
     scenario = nvml.write_scenario(str(tmp_path / kind), nvml.scenario(kind))
     start, end, _ = gather.markers()
     proc = subprocess.run(
-        [sys.executable, pyz, start, end, bundle.encode_config([str(tmp_path)], ["x:1"], 5)],
+        [sys.executable, pyz, start, end, *bundle.config_words([str(tmp_path)], ["x:1"], 5)],
         env=nvml.env_for(lib, scenario),
         capture_output=True,
         text=True,

@@ -2,14 +2,15 @@
 
 One round trip on a warm host (the cached probe runs), two on a cold one (upload + run), and the
 degraded ``nvidia-smi`` script runs inside the first command when the host has no python3. The
-JSON is framed by random markers, so login junk, MOTDs or shell noise around it never break
-parsing (G14); anything else (garbage, huge output, a crashed probe) raises :class:`AuditError`,
-which the executor turns into that host's "failed" state with a one-line reason.
+facts document (a Python literal, :func:`probe.literal`) is framed by random markers, so login
+junk, MOTDs or shell noise around it never break parsing (G14); anything else (garbage, huge
+output, a crashed probe) raises :class:`AuditError`, which the executor turns into that host's
+"failed" state with a one-line reason.
 """
 
 from __future__ import annotations
 
-import json
+import ast
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -44,7 +45,8 @@ def markers() -> tuple[str, str, str]:
 
 
 def extract(stdout: str, start: str, end: str) -> dict[str, Any]:
-    """The JSON document between the markers (pure); raises AuditError on anything else."""
+    """The facts document between the markers (pure); raises AuditError on anything else.
+    ``ast.literal_eval`` reads literals only: a host's answer can build data, never run code."""
     if len(stdout) > MAX_OUTPUT:
         raise AuditError(f"probe output too large ({len(stdout)} bytes): not a probe answer")
     i = stdout.rfind(start)
@@ -54,9 +56,10 @@ def extract(stdout: str, start: str, end: str) -> dict[str, Any]:
         raise AuditError(f"no probe answer in the output ({snippet or 'empty'})")
     body = stdout[i + len(start) : j].strip()
     try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise AuditError(f"probe answer is not valid JSON: {exc}") from None
+        doc = ast.literal_eval(body)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise AuditError(f"probe answer is not a facts document: {reason}") from None
     if not isinstance(doc, dict) or "host" not in doc:
         raise AuditError("probe answer has an unexpected shape")
     return doc
@@ -83,13 +86,13 @@ def gather(
 
     data, sha = bundle.build()
     start, end, token = markers()
-    config = bundle.encode_config(
+    config = bundle.config_words(
         list(settings.disk_paths),
         list(settings.required_images),
         settings.probe_timeout,
         DRIVER_PREFIXES,  # the driver and container toolkit packages whose holds matter
     )
-    args = [start, end, config]
+    args = [start, end, *config]
     script = fallback.shell_script(token, list(settings.disk_paths), settings.probe_timeout)
     first = run(
         bundle.run_command(sha, args, settings.cache_dir, script),
