@@ -1,4 +1,4 @@
-"""The audit probe: runs ON the audited host and prints one JSON document between markers.
+"""The audit probe: runs ON the audited host and prints one facts document between markers.
 
 It is shipped inside a zip application together with ``pynvml`` (see ``bundle.py``) and run by
 the host's own ``python3``, so it must stay stdlib-only and Python 3.8 compatible (no ``match``,
