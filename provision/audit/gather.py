@@ -2,15 +2,14 @@
 
 One round trip on a warm host (the cached probe runs), two on a cold one (upload + run), and the
 degraded ``nvidia-smi`` script runs inside the first command when the host has no python3. The
-facts document (a Python literal, :func:`probe.literal`) is framed by random markers, so login
-junk, MOTDs or shell noise around it never break parsing (G14); anything else (garbage, huge
-output, a crashed probe) raises :class:`AuditError`, which the executor turns into that host's
-"failed" state with a one-line reason.
+JSON is framed by random markers, so login junk, MOTDs or shell noise around it never break
+parsing (G14); anything else (garbage, huge output, a crashed probe) raises :class:`AuditError`,
+which the executor turns into that host's "failed" state with a one-line reason.
 """
 
 from __future__ import annotations
 
-import ast
+import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -45,8 +44,7 @@ def markers() -> tuple[str, str, str]:
 
 
 def extract(stdout: str, start: str, end: str) -> dict[str, Any]:
-    """The facts document between the markers (pure); raises AuditError on anything else.
-    ``ast.literal_eval`` reads literals only: a host's answer can build data, never run code."""
+    """The JSON document between the markers (pure); raises AuditError on anything else."""
     if len(stdout) > MAX_OUTPUT:
         raise AuditError(f"probe output too large ({len(stdout)} bytes): not a probe answer")
     i = stdout.rfind(start)
@@ -56,10 +54,10 @@ def extract(stdout: str, start: str, end: str) -> dict[str, Any]:
         raise AuditError(f"no probe answer in the output ({snippet or 'empty'})")
     body = stdout[i + len(start) : j].strip()
     try:
-        doc = ast.literal_eval(body)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
         reason = " ".join(str(exc).split())[:120]
-        raise AuditError(f"probe answer is not a facts document: {reason}") from None
+        raise AuditError(f"probe answer is not valid JSON: {reason}") from None
     if not isinstance(doc, dict) or "host" not in doc:
         raise AuditError("probe answer has an unexpected shape")
     return doc

@@ -8,8 +8,8 @@ command (dead mount, hung driver) costs that one field, with a reason, never the
 
 Usage: ``python3 probe.pyz START_MARKER END_MARKER [NAME=VALUE ...]``: ``timeout=`` (seconds
 per step), and one word per extra disk ``path=``, required ``image=`` and driver ``package=``
-name prefix (:func:`parse_config`). It prints the facts as a Python literal in ASCII
-(:func:`literal`), which the controller reads with ``ast.literal_eval``.
+name prefix (:func:`parse_config`). It prints the facts as one line of ASCII JSON
+(:func:`to_json`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import time
 # Every import here is paid by every audited host on every audit, so the probe imports at the
 # top only what every host runs (measured in-process on a warm host: the probe's imports took
 # 16.6 ms of its 24 ms before they were cut to these). typing (~3 ms with what it pulls in) is
-# for the type checker only; ``re`` (with enum and functools, ~8 ms), ``json`` (re and ~3 ms of
-# its own), ``subprocess`` and ``pwd`` are imported by the functions that need them, which a
-# host without NVIDIA hardware or Docker never calls; ``_thread`` stands in for ``threading``
-# (~4 ms) and ``os.listdir`` for ``glob`` (~3 ms with fnmatch and contextlib).
+# for the type checker only; ``re`` (with enum and functools, ~8 ms), ``json`` (re and ~3 ms
+# of its own; see to_json), ``subprocess`` and ``pwd`` are imported by the functions that need
+# them, which a host without NVIDIA hardware or Docker never calls; ``_thread`` stands in for
+# ``threading`` (~4 ms) and ``os.listdir`` for ``glob`` (~3 ms with fnmatch and contextlib).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -1004,27 +1004,34 @@ def parse_config(words: list[str]) -> dict[str, Any]:
     return config
 
 
-def plain(value: Any) -> Any:
-    """``value`` made of the types ``ast.literal_eval`` reads back (None, bool, int, finite
-    float, str, list, dict with str keys); anything else becomes its ``str``, a float that is
-    not finite None."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
+try:  # json's own C string escaper, without importing json (which imports re and enum)
+    from _json import encode_basestring_ascii as _json_string
+except ImportError:  # pragma: no cover - CPython always has it; any other Python: json's
+    from json.encoder import py_encode_basestring_ascii as _json_string
+
+
+def to_json(value: Any) -> str:
+    """``value`` as compact, ASCII-only JSON, as ``json.dumps(value, default=str)`` writes it
+    except that a float that is not finite becomes null. Not ``json.dumps``: importing ``json``
+    costs every audited host ``re`` and ``enum`` too, ~10 ms of a warm probe's ~20 ms of CPU;
+    the strings still go through json's own escaper (``_json``, a C module), and the controller
+    reads the document with ``json.loads``. Anything that is not JSON becomes its ``str``."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
     if isinstance(value, float):
-        return value if value - value == 0.0 else None  # inf - inf and nan - nan are nan
+        return float.__repr__(value) if value - value == 0.0 else "null"  # inf, nan: nan
+    if isinstance(value, str):
+        return _json_string(value)
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        items = (f"{_json_string(str(k))}:{to_json(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return str(value)
-
-
-def literal(doc: dict[str, Any]) -> str:
-    """The facts as one line of ASCII Python literal: ``ascii()`` escapes every non-ASCII
-    character, so no host locale can fail the write, and the controller parses it with
-    ``ast.literal_eval``, which evaluates nothing. (``json.dumps`` would cost every host the
-    import of ``json``, ``re`` and ``enum``: ~10 ms, a sixth of a warm probe's CPU.)"""
-    return ascii(plain(doc))
+        return "[" + ",".join(to_json(v) for v in value) + "]"
+    return _json_string(str(value))
 
 
 def main(argv: list[str]) -> int:
@@ -1038,7 +1045,7 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         sys.stderr.write(f"probe: {exc}\n")
         return 2
-    sys.stdout.write(f"\n{start}\n{literal(gather(config))}\n{end}\n")
+    sys.stdout.write(f"\n{start}\n{to_json(gather(config))}\n{end}\n")
     sys.stdout.flush()
     return 0
 
