@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provision import __version__
 from provision.audit.checks import GIB, SEVERITY, CheckResult, Status
-from provision.audit.history import Delta
 from provision.audit.report import AuditRun, HostReport, iso_time
+
+if TYPE_CHECKING:  # the history (and sqlite3) is imported only by an audit that keeps one
+    from provision.audit.history import Delta
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 ORDER = sorted(Status, key=lambda s: -SEVERITY[s])

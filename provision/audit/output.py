@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from provision.audit import html, prometheus, table
-from provision.audit.history import Delta
 from provision.audit.report import (
     AuditRun,
     HostReport,
@@ -17,6 +17,9 @@ from provision.audit.report import (
     render_json,
     render_markdown,
 )
+
+if TYPE_CHECKING:  # the history (and sqlite3) is imported only by an audit that keeps one
+    from provision.audit.history import Delta
 
 FORMATS = ("table", "json", "csv", "markdown", "html", "prometheus")
 

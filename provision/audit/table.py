@@ -14,9 +14,9 @@ import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from provision.audit.checks import GIB, SEVERITY, CheckResult, Status
-from provision.audit.history import Delta
 from provision.audit.report import (
     HEADERS,
     HostReport,
@@ -25,6 +25,9 @@ from provision.audit.report import (
     short_gpu,
     summary_line,
 )
+
+if TYPE_CHECKING:  # the history (and sqlite3) is imported only by an audit that keeps one
+    from provision.audit.history import Delta
 
 GAP = 1
 ISSUES_MIN = 16
