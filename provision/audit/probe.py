@@ -20,6 +20,11 @@ import os
 import sys
 import time
 
+try:  # json's own C string escaper, without importing json (which imports re and enum)
+    from _json import encode_basestring_ascii as _json_string
+except ImportError:  # pragma: no cover - CPython always has it; any other Python: json's
+    from json.encoder import py_encode_basestring_ascii as _json_string
+
 # Every import here is paid by every audited host on every audit, so the probe imports at the
 # top only what every host runs (measured in-process on a warm host: the probe's imports took
 # 16.6 ms of its 24 ms before they were cut to these). typing (~3 ms with what it pulls in) is
@@ -1002,12 +1007,6 @@ def parse_config(words: list[str]) -> dict[str, Any]:
         else:
             raise ValueError(f"unknown probe setting {word!r}")
     return config
-
-
-try:  # json's own C string escaper, without importing json (which imports re and enum)
-    from _json import encode_basestring_ascii as _json_string
-except ImportError:  # pragma: no cover - CPython always has it; any other Python: json's
-    from json.encoder import py_encode_basestring_ascii as _json_string
 
 
 def to_json(value: Any) -> str:
