@@ -332,8 +332,6 @@ def test_audit_local_in_process(tmp_path) -> None:
 
 
 def test_probe_pure_helpers() -> None:
-    from provision.audit import probe
-
     assert probe.decode_cuda(12040) == "12.4"
     assert probe.decode_cuda(13000) == "13.0"
     assert probe.decode_cuda(None) is None
@@ -355,8 +353,6 @@ def test_probe_pure_helpers() -> None:
 
 def test_hanging_step_costs_one_field() -> None:
     """A hanging command (hung nvidia tool, dead mount) ends in a reason within its timeout."""
-    from provision.audit import probe
-
     start = time.monotonic()
     result = probe.run_cmd(["sh", "-c", "sleep 30 & sleep 30"], 0.5)
     assert time.monotonic() - start < 5  # the whole process group was killed
@@ -426,8 +422,6 @@ def test_nvml_mig_mode_is_reported(pyz, lib_dir, tmp_path) -> None:
 def test_hung_driver_costs_one_step_not_the_host(pyz, lib_dir, tmp_path) -> None:
     """nvmlInit blocks (a hung driver): the probe's steps run concurrently, so the host, Docker
     and disk facts still come back within the step cap, and the report names the hung step."""
-    from provision.audit import probe
-
     path = nvml.write_scenario(str(tmp_path / "hung"), nvml.scenario("hung_driver"))
     start, end, _ = gather.markers()
     config = bundle.config_words([], [], 1)
