@@ -68,7 +68,7 @@ def config_words(
     one shell word when the command is built. ``packages``: name prefixes of the driver and
     toolkit packages whose holds it reads."""
     return [
-        f"timeout={timeout:g}",
+        f"timeout={float(timeout)!r}",  # repr: the exact float, as JSON carried it
         *(f"path={p}" for p in paths),
         *(f"image={i}" for i in images),
         *(f"package={p}" for p in packages),

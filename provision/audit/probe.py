@@ -93,11 +93,12 @@ def run_cmd(argv: list[str], timeout: float) -> dict[str, Any]:
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
+        import contextlib  # subprocess has imported it already
+
+        with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
             proc.communicate(timeout=2)
-        except Exception:
-            pass  # gone already, or stuck in the kernel: the timeout is the answer either way
         return {"rc": None, "out": "", "err": "", "error": f"timed out after {timeout:g}s"}
     return {
         "rc": proc.returncode,
@@ -139,13 +140,15 @@ def concurrently(
     a hung driver) then cost the slowest of them, not their sum. Each step holds a lock that it
     releases when it ends, so waiting for it is acquiring that lock with a timeout; a step still
     running then is left behind (the probe ends with ``os._exit``, which does not wait)."""
-    running: list[tuple[str, Any, dict[str, Any]]] = []
+    running: list[tuple[str, _thread.LockType, dict[str, Any]]] = []
     for name, fn in steps:
         box: dict[str, Any] = {}
         done = _thread.allocate_lock()
         done.acquire()
 
-        def target(box: dict[str, Any] = box, fn: Callable[[], Any] = fn, done: Any = done) -> None:
+        def target(
+            box: dict[str, Any] = box, fn: Callable[[], Any] = fn, done: _thread.LockType = done
+        ) -> None:
             try:
                 box["value"] = fn()
             except Exception as exc:
@@ -313,8 +316,9 @@ NVML_FILE_PREFIX = "libnvidia-ml.so."
 
 
 def nvml_file_version(name: str) -> str | None:
-    """ "570.86.15" for a file named libnvidia-ml.so.570.86.15 (2 or 3 numbers), else None:
-    the test every library folder's thousand names go through, without a regular expression."""
+    """The version a file name like libnvidia-ml.so.570.86.15 carries (2 or 3 numbers), else
+    None: the test every library folder's thousand names go through, without a regular
+    expression."""
     if not name.startswith(NVML_FILE_PREFIX):
         return None
     version = name[len(NVML_FILE_PREFIX) :]
