@@ -434,26 +434,81 @@ def test_a_digest_the_registry_lacks_fails_every_host_with_the_registry_s_messag
             assert f"{pullers[0]} could not pull the image for the others" in msg, msg
 
 
-class DirectStreams(Poller):
-    """The TCP connections a ``docker load`` reads from, seen from outside (the lab hosts share
-    this machine's network namespace): ``ss`` polled every 0.1 s, the most bytes each
-    receiving address took on a socket owned by a ``docker`` process (the load that the
-    listener became; the docker CLI talks to dockerd over a unix socket, never TCP)."""
+def _established(options: str) -> list[tuple[str, str, str]]:
+    """(local address:port, peer address:port, the rest) of each established TCP socket, as
+    ``ss -Ht<options>`` prints them (with ``i``, each socket's info line is joined to it)."""
+    out = subprocess.run(
+        ["ss", f"-Ht{options}", "state", "established"], capture_output=True, text=True
+    ).stdout
+    lines = out.splitlines()
+    if "i" in options:
+        lines = [f"{a} {b}" for a, b in zip(lines[::2], lines[1::2], strict=False)]
+    sockets = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4:
+            sockets.append((fields[2], fields[3], line))
+    return sockets
+
+
+class SocketBytes(Poller):
+    """The most bytes each established TCP socket received, by (local, peer): ``ss -i``
+    without ``-p``, which reads no /proc and so keeps up with a transfer's last second."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.received: dict[str, int] = {}
+        self.bytes: dict[tuple[str, str], int] = {}
 
     def look(self) -> None:
-        out = subprocess.run(
-            ["ss", "-Htnpi", "state", "established"], capture_output=True, text=True
-        ).stdout
-        for sock, info in zip(out.splitlines()[::2], out.splitlines()[1::2], strict=False):
+        for local, peer, info in _established("ni"):
             got = re.search(r"bytes_received:(\d+)", info)
-            if '(("docker",' in sock and got:
-                local = sock.split()[2].rsplit(":", 1)[0].removeprefix("[::ffff:")
-                address = local.rstrip("]")
-                self.received[address] = max(self.received.get(address, 0), int(got[1]))
+            if got:
+                key = (local, peer)
+                self.bytes[key] = max(self.bytes.get(key, 0), int(got[1]))
+
+
+class DockerSockets(Poller):
+    """The (local, peer) sockets a ``docker`` process owned: ``ss -p``, which walks every
+    process's file descriptors (a second or more on a loaded machine), polled apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.owned: set[tuple[str, str]] = set()
+
+    def look(self) -> None:
+        for local, peer, process in _established("np"):
+            if '(("docker",' in process:
+                self.owned.add((local, peer))
+
+
+class DirectStreams:
+    """The TCP connections a ``docker load`` reads from, seen from outside (the lab hosts share
+    this machine's network namespace): the most bytes each receiving address took on a socket
+    owned by a ``docker`` process (the load that the listener became; the docker CLI talks to
+    dockerd over a unix socket, never TCP). Bytes and owners are polled by two threads: a
+    single ``ss -pi`` under load could take longer than a transfer's last seconds and miss
+    them."""
+
+    def __init__(self) -> None:
+        self.counts, self.owners = SocketBytes(), DockerSockets()
+
+    def __enter__(self) -> DirectStreams:
+        self.counts.__enter__()
+        self.owners.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.owners.__exit__(*exc)
+        self.counts.__exit__(*exc)
+
+    @property
+    def received(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (local, peer), n in self.counts.bytes.items():
+            if (local, peer) in self.owners.owned:
+                address = local.rsplit(":", 1)[0].removeprefix("[::ffff:").rstrip("]")
+                out[address] = max(out.get(address, 0), n)
+        return out
 
 
 def test_the_direct_transport_moves_the_image_host_to_host(fan: FanLab) -> None:
