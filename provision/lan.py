@@ -115,6 +115,10 @@ while socks:
     chunk = os.read(fd, 1 << 18)
     if not chunk:
         break
+    now = time.monotonic()
+    if done and now - last >= every:  # before the chunk: a count is of a save still going
+        last = now
+        say("sent", done)
     for index, s in list(socks.items()):
         try:
             s.sendall(chunk)
@@ -126,9 +130,6 @@ while socks:
     now = time.monotonic()
     if rate > 0 and done / rate > now - started:
         time.sleep(done / rate - (now - started))
-    if now - last >= every:
-        last = now
-        say("sent", done)
 if not socks:
     save.kill()
 code = save.wait()
