@@ -29,6 +29,7 @@ from bench.common import (
     save,
     which,
 )
+from provision.audit.bundle import PYTHON_FLAGS
 from tests.lab.sshd import SshdLab
 
 # The nine facts of field notes section 8, as pyinfra names them.
@@ -43,6 +44,10 @@ PYINFRA_FACTS = [
     "server.Which",
     "command=nvidia-smi",
 ]
+# The floor's client starting the probe's interpreter and nothing else on every host: what
+# any probe written in Python costs at the least, the row that splits the audit's distance to
+# the floor into the interpreter's share and the probe's own.
+PYTHON_FLOOR = f"floor, python3 {PYTHON_FLAGS} -c pass"
 AUDIT_CODES = (0, 1, 2, 3)  # graded results; the hosts here have no GPU and no Docker daemon
 
 
@@ -104,6 +109,7 @@ def run(
     extra: dict[str, object] = {"workload": "audit / fact gathering", "repeat": repeat}
     cmds = tools(p.inventory, p.py_inventory, n)
     cmds = pick(cmds, only) | floor_tool(p)
+    cmds |= floor_tool(p, PYTHON_FLOOR, f"python3 {PYTHON_FLAGS} -c pass")
     provision = cmds["provision audit (warm)"]
     envs = {tool: env for tool in cmds}
     if baseline is not None:

@@ -45,6 +45,7 @@ class Sample:
     sessions_per_host: float = -1
     output: str = ""  # the tool's stdout+stderr (dropped from the JSON)
     capped: bool = False  # stopped at the time cap: wall and CPU are lower bounds
+    host_cpu: float = -1  # seconds of CPU the lab's hosts used during the run (-1: not measured)
 
 
 class SshdLogs:
@@ -76,6 +77,96 @@ class SshdLogs:
         return out
 
 
+class HostCpu:
+    """CPU time the lab's hosts spend: every host's sshd, and so every session, shell and
+    command it forks, in one cgroup of its own, read at microsecond precision.
+
+    The lab's hosts share this machine's cores with the tool measured, so a tool's wall time
+    carries its hosts' CPU as well as its own; this says how much of it each tool made the
+    hosts spend (on a real host, its own CPU: latency rather than contention). Unmeasured
+    (``read`` gives None) where no cgroup can be made: cgroup v2 (``cpu.stat``'s
+    ``usage_usec``) first, then v1's cpuacct (``cpuacct.usage``, nanoseconds).
+    """
+
+    CANDIDATES = (
+        ("/sys/fs/cgroup", "cpu.stat"),  # cgroup v2 alone
+        ("/sys/fs/cgroup/unified", "cpu.stat"),  # systemd's hybrid layout
+        ("/sys/fs/cgroup/cpuacct", "cpuacct.usage"),  # cgroup v1
+    )
+
+    def __init__(self, lab: SshdLab) -> None:
+        self.daemons = [_read_pid(os.path.join(h.dir, "sshd.pid")) for h in lab.ok_hosts]
+        self.folder, self.counter = self._make(f"provision-bench-{os.getpid()}")
+
+    def _make(self, name: str) -> tuple[str | None, str]:
+        for root, counter in self.CANDIDATES:
+            if not os.path.exists(os.path.join(root, "cgroup.procs")):
+                continue  # not a cgroup hierarchy here (the hybrid layout's tmpfs, say)
+            folder = os.path.join(root, name)
+            try:
+                os.mkdir(folder)
+                for pid in self.daemons:
+                    with open(os.path.join(folder, "cgroup.procs"), "w") as fh:
+                        fh.write(str(pid))
+                if self._usage(folder, counter) is not None:
+                    return folder, counter
+            except OSError:
+                pass
+            self._remove(folder)
+        return None, ""
+
+    @staticmethod
+    def _usage(folder: str, counter: str) -> float | None:
+        try:
+            with open(os.path.join(folder, counter)) as fh:
+                text = fh.read()
+        except OSError:
+            return None
+        if counter == "cpuacct.usage":
+            return int(text) / 1e9
+        fields = dict(line.split() for line in text.splitlines() if line.count(" ") == 1)
+        return int(fields["usage_usec"]) / 1e6 if "usage_usec" in fields else None
+
+    def read(self) -> float | None:
+        """Seconds of CPU the hosts have used since the cgroup was made; first waits (up to
+        2 s) for the sessions of a run that just ended to exit, so that none is cut short."""
+        if self.folder is None:
+            return None
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and len(self._members()) > len(self.daemons):
+            time.sleep(0.01)
+        return self._usage(self.folder, self.counter)
+
+    def _members(self) -> list[str]:
+        try:
+            with open(os.path.join(str(self.folder), "cgroup.procs")) as fh:
+                return fh.read().split()
+        except OSError:
+            return []
+
+    def close(self) -> None:
+        """Remove the cgroup (its daemons have been stopped by then)."""
+        if self.folder is not None:
+            self._remove(self.folder)
+            self.folder = None
+
+    @staticmethod
+    def _remove(folder: str) -> None:
+        deadline = time.monotonic() + 5.0
+        while os.path.isdir(folder):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                if time.monotonic() > deadline:
+                    return  # a straggler still inside: an empty cgroup left behind, harmless
+                time.sleep(0.05)
+
+
+def _read_pid(path: str) -> int:
+    with open(path) as fh:
+        return int(fh.read().strip())
+
+
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -90,11 +181,14 @@ def measure(
     ok_codes: tuple[int, ...] = (0,),
     logs: SshdLogs | None = None,
     cap: float | None = None,
+    host_cpu: HostCpu | None = None,
 ) -> Sample:
     """Run one command; wall time, and CPU of it and every descendant it waited for (wait4).
-    ``cap``: seconds after which the whole process group is killed (the sample says so)."""
+    ``cap``: seconds after which the whole process group is killed (the sample says so);
+    ``host_cpu``: also the CPU the lab's hosts spent meanwhile."""
     if logs is not None:
         logs.mark()
+    hosts_before = host_cpu.read() if host_cpu is not None else None
     start = time.perf_counter()
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -127,6 +221,9 @@ def measure(
     ok = rc in ok_codes and not fired.is_set()
     sample = Sample(tool, wall, cpu, usage.ru_maxrss / 1024, rc, ok, output=out)
     sample.capped = fired.is_set()
+    hosts_after = host_cpu.read() if host_cpu is not None else None
+    if hosts_before is not None and hosts_after is not None:
+        sample.host_cpu = hosts_after - hosts_before
     if logs is not None:
         counts = list(logs.counts().values())
         if counts:
@@ -189,20 +286,32 @@ def _median_or_none(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _per_host_ms(seconds: list[float], hosts: int) -> float | None:
+    """The median of measured seconds (-1: not measured) as ms per host; None if none was."""
+    median = _median_or_none(seconds)
+    return None if median is None else median * 1000 / hosts
+
+
+def _ms_or_dash(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.1f}"
+
+
 def pick(cmds: dict[str, Any], only: tuple[str, ...]) -> dict[str, Any]:
     """The tools whose names start with one of ``only`` (all when empty); provision and the
-    floor always."""
+    floors always."""
     if not only:
         return cmds
-    return {k: v for k, v in cmds.items() if k.startswith(("provision", FLOOR, *only))}
+    return {k: v for k, v in cmds.items() if k.startswith(("provision", "floor", *only))}
 
 
 FLOOR = "floor: paramiko, 1 command"  # bench/floor.py: the row every table reads as its limit
 
 
-def floor_tool(p: Prepared) -> dict[str, list[str]]:
-    """The floor's command line on the prepared lab (one connection and command per host)."""
-    return {FLOOR: [sys.executable, "-m", "bench.floor", p.floor_hosts, p.lab.known_hosts]}
+def floor_tool(p: Prepared, name: str = FLOOR, command: str | None = None) -> dict[str, list[str]]:
+    """The floor's command line on the prepared lab (one connection and command per host);
+    ``command`` in place of the floor's own (bench.floor.COMMAND), as the row ``name``."""
+    argv = [sys.executable, "-m", "bench.floor", p.floor_hosts, p.lab.known_hosts]
+    return {name: argv + ([command] if command is not None else [])}
 
 
 def result_rows(tools: dict[str, dict[str, Any]], last: str = "ok") -> list[list[str]]:
@@ -230,6 +339,7 @@ def result_rows(tools: dict[str, dict[str, Any]], last: str = "ok") -> list[list
                 f"{at_least}{t['cpu_ms_per_host_task']:.2f}"
                 if "cpu_ms_per_host_task" in t
                 else "-",
+                _ms_or_dash(t.get("host_cpu_ms_per_host")),
                 f"{t['peak_rss_mb']:.0f}",
                 "-" if conns is None else f"{conns:g}",
                 "-" if sessions is None else f"{sessions:g}",
@@ -241,7 +351,7 @@ def result_rows(tools: dict[str, dict[str, Any]], last: str = "ok") -> list[list
 
 ROW_HEADERS = ["tool", "wall s", "vs floor", "vs provision", "CPU s", "vs provision"]
 ROW_HEADERS += ["CPU ms/host", "CPU ms/host-task"]
-ROW_HEADERS += ["peak RSS MB", "SSH conns/host", "sessions/host"]
+ROW_HEADERS += ["hosts' CPU ms/host", "peak RSS MB", "SSH conns/host", "sessions/host"]
 
 
 def report(
@@ -257,6 +367,7 @@ def report(
             "cpu_s": cpu,
             "cpu_ms_per_host": cpu * 1000 / hosts,
             "peak_rss_mb": max(s.maxrss_mb for s in mine),
+            "host_cpu_ms_per_host": _per_host_ms([s.host_cpu for s in mine], hosts),
             "ssh_connections_per_host": _median_or_none([s.conns_per_host for s in mine]),
             "sessions_per_host": _median_or_none([s.sessions_per_host for s in mine]),
             "all_ok": all(s.ok for s in mine),
@@ -293,6 +404,7 @@ class Prepared:
     tmp: str
     logs: SshdLogs
     floor_hosts: str  # the host list of bench/floor.py
+    host_cpu: HostCpu | None = None  # the CPU the hosts spend, where a cgroup could be made
     ansible_cap: float | None = None  # seconds: Ansible's runs are stopped there (slowest tool)
     capped: set[str] = field(default_factory=set)  # tools stopped at the cap: not run again
 
@@ -306,7 +418,7 @@ class Prepared:
         cap before: a second run would only hit it again."""
         if tool in self.capped:
             return None
-        sample = measure(tool, argv, env, ok_codes, self.logs, self.cap_for(tool))
+        sample = measure(tool, argv, env, ok_codes, self.logs, self.cap_for(tool), self.host_cpu)
         if sample.capped:
             self.capped.add(tool)
         return sample
@@ -359,17 +471,26 @@ def prepared_lab(hosts: int, extra_vars: dict[str, str] | None = None) -> Iterat
         # 100 daemons starting on two cores shared with other work need more than the lab's
         # default 20 s to all write their pid files
         wait = 20.0 + 0.5 * hosts
-        with SshdLab(n=hosts, prefix="ws", extra_config={"*": config}, start_timeout=wait) as lab:
-            vars_ = {k: v.format(tmp=tmp) for k, v in (extra_vars or {}).items()}
-            yield Prepared(
-                lab,
-                lab.write_inventory(os.path.join(tmp, "hosts.ini"), extra_vars=vars_),
-                pyinfra_inventory(lab, os.path.join(tmp, "pyinfra_inventory.py"), vars_),
-                tool_env(lab, tmp),
-                tmp,
-                SshdLogs(lab),
-                floor.write_hosts(lab, os.path.join(tmp, "floor_hosts.json")),
-            )
+        host_cpu = None
+        try:
+            with SshdLab(
+                n=hosts, prefix="ws", extra_config={"*": config}, start_timeout=wait
+            ) as lab:
+                vars_ = {k: v.format(tmp=tmp) for k, v in (extra_vars or {}).items()}
+                host_cpu = HostCpu(lab)
+                yield Prepared(
+                    lab,
+                    lab.write_inventory(os.path.join(tmp, "hosts.ini"), extra_vars=vars_),
+                    pyinfra_inventory(lab, os.path.join(tmp, "pyinfra_inventory.py"), vars_),
+                    tool_env(lab, tmp),
+                    tmp,
+                    SshdLogs(lab),
+                    floor.write_hosts(lab, os.path.join(tmp, "floor_hosts.json")),
+                    host_cpu,
+                )
+        finally:
+            if host_cpu is not None:
+                host_cpu.close()  # after the lab's exit: its daemons are gone by then
 
 
 def save(result: dict[str, Any], out: str, name: str) -> str:

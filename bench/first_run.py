@@ -67,7 +67,7 @@ def run(
     for _ in range(repeat):
         for tool, (argv, env) in cmds.items():
             shutil.rmtree(os.path.join(p.tmp, "root", FOLDER[tool]), ignore_errors=True)
-            sample = measure(tool, argv, env, logs=p.logs)
+            sample = measure(tool, argv, env, logs=p.logs, host_cpu=p.host_cpu)
             changes.setdefault(tool, []).append(playbook.changed(tool, sample.output))
             samples.append(sample)
     extra["changed"] = changes

@@ -119,10 +119,11 @@ def run(
     for tool, (cmd, env) in cmds.items():
         if tool in (ANSIBLE_DEFAULTS, FLOOR):
             continue  # shares ansible.yml's files with the tuned run; the floor changes nothing
-        first = measure(f"{tool} (first run)", cmd, env, cap=p.cap_for(tool))
+        first = measure(f"{tool} (first run)", cmd, env, cap=p.cap_for(tool), host_cpu=p.host_cpu)
         converge[tool] = {
             "wall_s": first.wall,
             "cpu_s": first.cpu,
+            "host_cpu_s": first.host_cpu if first.host_cpu >= 0 else None,
             "changed": changed(tool, first.output),
             "capped": first.capped,
         }
