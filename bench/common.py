@@ -96,12 +96,18 @@ class HostCpu:
 
     def __init__(self, lab: SshdLab) -> None:
         self.daemons = [_read_pid(os.path.join(h.dir, "sshd.pid")) for h in lab.ok_hosts]
-        self.folder, self.counter = self._make(f"provision-bench-{os.getpid()}")
+        self.folder, self.counter = self._make(f"{self.PREFIX}{lab.id}")
+
+    PREFIX = "provision-bench-"
 
     def _make(self, name: str) -> tuple[str | None, str]:
         for root, counter in self.CANDIDATES:
             if not os.path.exists(os.path.join(root, "cgroup.procs")):
                 continue  # not a cgroup hierarchy here (the hybrid layout's tmpfs, say)
+            for old in os.listdir(root):
+                if old.startswith(self.PREFIX):  # an earlier lab's, left when a session outlived
+                    with contextlib.suppress(OSError):  # its daemon; gone once it is empty
+                        os.rmdir(os.path.join(root, old))
             folder = os.path.join(root, name)
             try:
                 os.mkdir(folder)

@@ -47,8 +47,7 @@ def test_host_cpu_counts_what_a_session_ran_on_the_hosts_only(sshd_lab_factory, 
     assert idle - before < 0.1
     assert 0.55 < after - idle < 1.5  # two burns of 0.3 s, plus two logins
     assert meter.folder is None and not any(
-        os.path.isdir(os.path.join(root, f"provision-bench-{os.getpid()}"))
-        for root, _ in HostCpu.CANDIDATES
+        os.path.isdir(os.path.join(root, HostCpu.PREFIX + lab.id)) for root, _ in HostCpu.CANDIDATES
     )
 
 
