@@ -47,7 +47,8 @@ PYINFRA_FACTS = [
 # The floor's client starting the probe's interpreter and nothing else on every host: what
 # any probe written in Python costs at the least, the row that splits the audit's distance to
 # the floor into the interpreter's share and the probe's own.
-PYTHON_FLOOR = f"floor, python3 {PYTHON_FLAGS} -c pass"
+PYTHON_START = f"python3 {PYTHON_FLAGS} -c pass"
+PYTHON_FLOOR = f"floor, {PYTHON_START}"
 AUDIT_CODES = (0, 1, 2, 3)  # graded results; the hosts here have no GPU and no Docker daemon
 
 
@@ -109,7 +110,7 @@ def run(
     extra: dict[str, object] = {"workload": "audit / fact gathering", "repeat": repeat}
     cmds = tools(p.inventory, p.py_inventory, n)
     cmds = pick(cmds, only) | floor_tool(p)
-    cmds |= floor_tool(p, PYTHON_FLOOR, f"python3 {PYTHON_FLAGS} -c pass")
+    cmds |= floor_tool(p, PYTHON_FLOOR, PYTHON_START)
     provision = cmds["provision audit (warm)"]
     envs = {tool: env for tool in cmds}
     if baseline is not None:

@@ -93,12 +93,11 @@ class HostCpu:
         ("/sys/fs/cgroup/unified", "cpu.stat"),  # systemd's hybrid layout
         ("/sys/fs/cgroup/cpuacct", "cpuacct.usage"),  # cgroup v1
     )
+    PREFIX = "provision-bench-"  # then the lab's id: one cgroup per lab
 
     def __init__(self, lab: SshdLab) -> None:
         self.daemons = [_read_pid(os.path.join(h.dir, "sshd.pid")) for h in lab.ok_hosts]
         self.folder, self.counter = self._make(f"{self.PREFIX}{lab.id}")
-
-    PREFIX = "provision-bench-"
 
     def _make(self, name: str) -> tuple[str | None, str]:
         for root, counter in self.CANDIDATES:
